@@ -1,0 +1,1 @@
+"""Reference EPLB programs used as anchors by `compare` and `report`."""
