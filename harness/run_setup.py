@@ -1,0 +1,96 @@
+"""Turning a RunConfig into the live parts of a run: proposer, suites, seed candidate, population.
+
+Shared by `run` (a new run) and `resume` (the same run again), so both build identical parts.
+"""
+from __future__ import annotations
+
+import random
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from evaluator.errors import UserError
+from evaluator.evaluate import EvalOptions, evaluate, resolve_device
+from evaluator.records import Evaluation
+from evaluator.sandbox import Limits
+from evaluator.scenarios import suite
+from harness.candidate import Candidate, code_hash
+from harness.config import RunConfig
+from harness.controller import Suites
+from harness.population import Population
+from harness.proposers.base import Proposer
+from harness.proposers.llm import LLMOptions, LLMProposer
+from harness.proposers.mutate import MutateProposer
+from harness.proposers.replay import ReplayProposer
+from harness.store import resolve_run
+from seed_program import SEED_PATH
+
+OPENAI_API_BASE = "https://api.openai.com/v1"
+SEED_DESCRIPTION = ("DeepSeek's EPLB algorithm: hierarchical (groups to nodes, replicas within nodes, "
+                    "physical experts to GPUs) with greedy balanced packing and D'Hondt replication.")
+
+
+def make_proposer(config: RunConfig, check: bool = True) -> Proposer:
+    """The configured proposer; an LLM endpoint is probed once now, not hours into the run."""
+    prop = config.proposer
+    if prop.kind == "mutate":
+        return MutateProposer()
+    if prop.kind == "replay":
+        return ReplayProposer(resolve_run(prop.replay_from or "", config.run.runs_dir))
+    options = LLMOptions(
+        models=tuple((m.name, m.weight) for m in prop.models), api_base=prop.api_base or OPENAI_API_BASE,
+        api_key_env=prop.api_key_env, timeout_s=prop.request_timeout_s, retries=prop.max_retries,
+        prices={name: (p.prompt_per_mtok, p.completion_per_mtok) for name, p in prop.prices.items()},
+        max_cost=config.run.max_cost, temperature=prop.temperature, max_output_tokens=prop.max_output_tokens)
+    proposer = LLMProposer(options)
+    if check:
+        proposer.check()
+    return proposer
+
+
+def eval_options(config: RunConfig, seed: Evaluation | None = None) -> EvalOptions:
+    ev = config.evaluator
+    device = resolve_device(ev.device)
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError("[evaluator] device = \"cuda\" but no CUDA device is visible; use \"auto\" or \"cpu\"")
+    limits = Limits(deadline_s=ev.deadline_s, call_timeout_s=ev.call_timeout_s, memory_mb=ev.memory_mb,
+                    threads=ev.threads, sandbox=ev.sandbox)
+    seed_runtimes = {s.name: s.runtime_ms for s in seed.scenarios} if seed is not None else None
+    return EvalOptions(device=device, rebalance_period_s=ev.rebalance_period_s, limits=limits,
+                       seed_runtime_ms=seed_runtimes)
+
+
+def make_suites(config: RunConfig, seed: Evaluation | None = None) -> Suites:
+    ev = config.evaluator
+    quick = tuple(suite("quick")) if ev.cascade and ev.suite != "quick" else None
+    return Suites(name=ev.suite, scenarios=tuple(suite(ev.suite)), options=eval_options(config, seed),
+                  quick=quick, cascade_margin=ev.cascade_margin)
+
+
+def evaluate_seed(config: RunConfig) -> Candidate:
+    """The root of every run: the shipped seed program, evaluated on the run's suite."""
+    suites = make_suites(config)
+    print(f"evaluating the seed on the '{suites.name}' suite ...", file=sys.stderr)
+    evaluation = evaluate(SEED_PATH, list(suites.scenarios), suites.name, suites.options)
+    if not evaluation.valid:
+        raise UserError(f"the seed program failed to evaluate ({evaluation.error}); check the evaluator "
+                        f"settings (e.g. call_timeout_s) in the config")
+    evaluation = replace(evaluation, speedup_vs_seed=1.0)
+    code = SEED_PATH.read_text(encoding="utf-8")
+    return Candidate(id=0, parent_ids=(), island=0, name="seed", description=SEED_DESCRIPTION, code=code,
+                     code_hash=code_hash(code), status="valid", evaluation=evaluation, model="",
+                     prompt_tokens=0, completion_tokens=0, cost=0.0, iteration=0, created_at=time.time())
+
+
+def make_population(config: RunConfig, candidates: list[Candidate], next_attempt: int) -> Population:
+    """Rebuilt from the committed candidates; the generator is seeded by the run seed and the attempt
+    the run continues from, so a resumed run is as reproducible as a fresh one."""
+    rng = random.Random(f"{config.run.seed}:population:{next_attempt}")
+    return Population.from_candidates(config.population, candidates, rng)
+
+
+def run_path(config: RunConfig) -> Path:
+    return Path(config.run.runs_dir) / (config.run.name or time.strftime("run-%Y%m%d-%H%M%S"))
