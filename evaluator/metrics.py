@@ -40,22 +40,18 @@ def placement_balancedness(window: torch.Tensor, phy2log: torch.Tensor, logcnt: 
 
 
 def min_max_replica_load(window: torch.Tensor, num_replicas: int) -> torch.Tensor:
-    """[L] r*: the smallest achievable largest per-replica load with `num_replicas` replicas per layer.
+    """[...] r*: the smallest achievable largest per-replica load with `num_replicas` replicas per layer.
 
-    Giving each expert the most replicas first to the currently largest w/count (D'Hondt) is optimal for
-    this objective; we reach the same optimum by bisection on the threshold t: an expert needs
-    ceil(w/t) replicas, and t is feasible when those fit in `num_replicas`. Vectorised over layers.
+    Adding each extra replica to the expert with the largest current w/count (D'Hondt) is optimal
+    for this objective, and it takes the extra replicas at the largest values of w_e/k (k >= 1)
+    in decreasing order. After the R - E extra ones, the largest current load is the next value:
+    r* is the (R - E + 1)-th largest of all w_e/k. Exact, and one top-k over the last dimension.
     """
     w = window.to(torch.float64)
-    lo = torch.zeros(w.shape[0], dtype=torch.float64)
-    hi = w.max(dim=1).values.clamp_min(1e-12)
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        need = torch.ceil(w / mid.unsqueeze(1)).clamp_min(1).sum(dim=1)
-        feasible = need <= num_replicas
-        hi = torch.where(feasible, mid, hi)
-        lo = torch.where(feasible, lo, mid)
-    return hi
+    extra = num_replicas - w.shape[-1]
+    divisors = torch.arange(1, extra + 2, dtype=torch.float64)
+    quotients = (w.unsqueeze(-1) / divisors).flatten(-2)
+    return quotients.topk(extra + 1, dim=-1).values[..., -1]
 
 
 def bound_balancedness(window: torch.Tensor, num_replicas: int, num_gpus: int) -> float:
@@ -63,11 +59,18 @@ def bound_balancedness(window: torch.Tensor, num_replicas: int, num_gpus: int) -
 
     A layer's busiest GPU carries at least max(W/G, r*): the mean, and the largest replica load.
     """
-    w = window.to(torch.float64)
-    mean = w.sum(dim=1) / num_gpus
-    floor = torch.maximum(mean, min_max_replica_load(w, num_replicas))
-    peak = floor.sum().item()
-    return 1.0 if peak <= 0 else mean.sum().item() / peak
+    return bounds_per_window(window.unsqueeze(0), num_replicas, num_gpus)[0]
+
+
+def bounds_per_window(windows: torch.Tensor, num_replicas: int, num_gpus: int) -> list[float]:
+    """`bound_balancedness` of each window of a [W, L, E] stack, in one batched computation."""
+    num_windows, num_layers, num_experts = windows.shape
+    w = windows.to(torch.float64)
+    mean = w.sum(dim=2) / num_gpus
+    floor = torch.maximum(mean, min_max_replica_load(w.reshape(-1, num_experts), num_replicas)
+                          .view(num_windows, num_layers))
+    peak, total = floor.sum(dim=1), mean.sum(dim=1)
+    return [1.0 if pk <= 0 else tot / pk for pk, tot in zip(peak.tolist(), total.tolist())]
 
 
 def speed_factor(runtime_s: float, period_s: float) -> float:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from evaluator import trace_command
 from evaluator.errors import UserError
 from harness import apply_command, eval_command, review_command, run_command
 
-VERBS = (run_command, review_command, eval_command, apply_command)
+VERBS = (run_command, review_command, eval_command, apply_command, trace_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

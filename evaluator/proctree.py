@@ -1,0 +1,79 @@
+"""Finding and killing a process's whole subtree, including processes that tried to escape it.
+
+Why not process groups: a candidate can call setsid() and leave any group or session. What it cannot
+leave is its ancestry: the process that calls these functions is a *child subreaper*
+(see privileges.set_child_subreaper), so every orphan below it -- double-forked, setsid'ed or not --
+is reparented to it rather than to init. Killing its children over and over, reaping as it goes,
+therefore converges on an empty subtree: each round kills the current children, and their own
+children become its children for the next round.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Callable, Iterable
+
+
+def children(pid: int) -> set[int]:
+    """The direct children of `pid` (all its threads'), from /proc/<pid>/task/*/children."""
+    found: set[int] = set()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found.update(int(c) for c in f.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+def reap_children() -> list[tuple[int, int]]:
+    """Collect every exited child of this process without blocking: (pid, wait status) pairs."""
+    reaped = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid == 0:
+            return reaped
+        reaped.append((pid, status))
+
+
+def kill_subtree(spare: Iterable[int] = (), timeout_s: float = 5.0,
+                 reap: Callable[[], object] = reap_children) -> bool:
+    """SIGKILL every descendant of this (subreaper) process except the `spare` children's subtrees.
+
+    `reap` collects exited children (a caller that must notice some of them passes its own).
+    Returns True when nothing is left, False if something outlived `timeout_s` (a process stuck in
+    uninterruptible sleep, say).
+    """
+    spared = set(spare)
+    me = os.getpid()
+    end = time.monotonic() + timeout_s
+    while True:
+        reap()
+        targets = children(me) - spared
+        if not targets:
+            return True
+        if time.monotonic() > end:
+            return False
+        for pid in targets:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.001)  # let the kills land and the zombies appear before the next round
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of `pid` in bytes (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0

@@ -1,0 +1,6 @@
+"""Sleeps for an hour inside the call. Expected: 'call 1 timed out after <call_timeout_s> s'."""
+import time
+
+
+def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):
+    time.sleep(3600)
