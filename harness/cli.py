@@ -10,9 +10,10 @@ import sys
 
 from evaluator import trace_command
 from evaluator.errors import UserError
-from harness import apply_command, eval_command, review_command, run_command
+from harness import apply_command, compare_command, eval_command, report_command, review_command, run_command
 
-VERBS = (run_command, review_command, eval_command, apply_command, trace_command)
+VERBS = (run_command, review_command, report_command, eval_command, compare_command, apply_command,
+         trace_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
