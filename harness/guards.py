@@ -17,6 +17,7 @@ from functools import lru_cache
 from types import CodeType
 from typing import Sequence
 
+from harness.engine_error import EngineError
 from harness.matching import quote
 
 ENTRY_POINT = "rebalance_experts"
@@ -24,12 +25,8 @@ _MARKER = re.compile(r"\s*#\s*EVOLVE-BLOCK-(START|END)\b")
 _MARKER_HINT = "EVOLVE-BLOCK-"  # cheap substring test before the regex
 
 
-class GuardError(ValueError):
+class GuardError(EngineError):
     """Markers that do not pair up, or a rewrite that changes code outside the regions; `reason` says where."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

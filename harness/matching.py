@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Callable, Sequence
 
+from harness.engine_error import EngineError
+
 _MAX_LISTED = 8  # line numbers quoted for an ambiguous SEARCH
 _WORD = re.compile(r"\w+")
 _QUOTE_CURRENT = "SEARCH must quote the current program, not an older or imagined version"
@@ -33,12 +35,8 @@ class Match:
     tolerance: str | None  # None for an exact match, else what was forgiven, e.g. "indentation +4 spaces"
 
 
-class MatchError(ValueError):
+class MatchError(EngineError):
     """No unique place for a SEARCH; `reason` is one line for the model (the caller names the block)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from harness.engine_error import EngineError
+
 DEFAULT_NAME = "unnamed"
 
 _TAG = re.compile(r"<(/?)(NAME|DESCRIPTION|DIFF|CODE)>", re.IGNORECASE)
@@ -48,12 +50,8 @@ class Response:
     code: str | None
 
 
-class ResponseError(ValueError):
+class ResponseError(EngineError):
     """A reply that cannot be read unambiguously; `reason` is a one-line message for the model."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
