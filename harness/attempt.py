@@ -1,14 +1,18 @@
 """One attempt's proposal stage: ask the proposer, parse, apply; on a patch error, ask again.
 
-Runs on a worker thread and touches no shared state: it returns an `Proposed` record that the
+Runs on a worker thread and writes no shared state: it returns a `Proposed` record that the
 controller (the single writer) journals. A patch that fails is sent back to the model in the same
 conversation with the engine's exact error, up to `fix_attempts` times, instead of being skipped
-silently (the peers' users' first complaint).
+silently (the peers' users' first complaint). So is a change that only rebuilds a program already
+evaluated (`known` says which): every island starts from the seed, so the same first move is
+proposed again and again, and each such answer would otherwise be a wasted attempt.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
+from harness.candidate import code_hash
 from harness.patch import PatchResult, apply_edits
 from harness.prompts import build_fix_message
 from harness.proposers.base import BudgetExhausted, Proposal, ProposalRequest, Proposer, ProposerError, prompt_hash
@@ -40,16 +44,18 @@ class Call:
 
 @dataclass(frozen=True)
 class Proposed:
-    """The outcome of the proposal stage. `code` is set only when a response applied cleanly."""
+    """The outcome of the proposal stage. `code` (and its `code_hash`) is set only when a response
+    applied cleanly to a program not evaluated yet."""
 
     plan: Plan
-    status: str  # "applied", "parse_failed", "patch_failed", "proposer_error", "budget_exhausted"
+    status: str  # "applied", "parse_failed", "patch_failed", "duplicate", "proposer_error", "budget_exhausted"
     error: str | None = None
     calls: tuple[Call, ...] = ()
     response: Response | None = None
     patch: PatchResult | None = None
     code: str | None = None
     blocks: tuple[dict, ...] = field(default_factory=tuple)
+    code_hash: str | None = None
 
     @property
     def model(self) -> str:
@@ -65,8 +71,17 @@ class Proposed:
         return sum(c.proposal.cost for c in self.calls)
 
 
-def propose(plan: Plan, proposer: Proposer, fix_attempts: int) -> Proposed:
-    """Ask, parse and apply, retrying with the exact error; never raises for a bad answer."""
+def duplicate_message(twin: str) -> dict[str, str]:
+    """The retry turn after a change that rebuilt a program already evaluated."""
+    return {"role": "user", "content": (
+        f"Your edit applied, but the resulting program is the {twin}: it was already evaluated. "
+        "Propose a different change, in the same format (NAME, DESCRIPTION, DIFF).")}
+
+
+def propose(plan: Plan, proposer: Proposer, fix_attempts: int,
+            known: Callable[[str], str | None] = lambda _digest: None) -> Proposed:
+    """Ask, parse and apply, retrying with the exact error; never raises for a bad answer.
+    `known(code_hash)` names the program already evaluated that a new program repeats, or is None."""
     messages = plan.messages
     calls: list[Call] = []
     status, error, response, patch = "proposer_error", None, None, None
@@ -87,10 +102,13 @@ def propose(plan: Plan, proposer: Proposer, fix_attempts: int) -> Proposed:
             status, error, patch = "parse_failed", bad.reason, None
         else:
             patch = apply_edits(plan.parent_code, response)
-            if patch.ok:
+            digest = code_hash(patch.text) if patch.ok else None
+            twin = known(digest) if digest is not None else None
+            if patch.ok and twin is None:
                 return Proposed(plan, "applied", None, tuple(calls), response, patch, patch.text,
-                                tuple(patch.to_dict()["outcomes"]))
-            status, error = "patch_failed", patch.summary()
-        messages = (*messages, {"role": "assistant", "content": proposal.text}, build_fix_message(error))
+                                tuple(patch.to_dict()["outcomes"]), digest)
+            status, error = ("duplicate", twin) if patch.ok else ("patch_failed", patch.summary())
+        follow_up = duplicate_message(error) if status == "duplicate" else build_fix_message(error)
+        messages = (*messages, {"role": "assistant", "content": proposal.text}, follow_up)
     blocks = tuple(patch.to_dict()["outcomes"]) if patch else ()
     return Proposed(plan, status, error, tuple(calls), response, patch, None, blocks)

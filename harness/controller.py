@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import tempfile
 import time
 from collections import defaultdict, deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from evaluator.evaluate import EvalOptions, evaluate
 from evaluator.records import Evaluation
@@ -42,6 +43,22 @@ class Suites:
     options: EvalOptions
     quick: tuple[Scenario, ...] | None = None  # None: no cascade
     cascade_margin: float = 0.05
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One attempt of an earlier run, as its journal recorded it, for `--proposer replay`: where it
+    bred (island, parents) and the first conversation it sent (None when no call got an answer).
+
+    Replaying these decisions, not re-deciding them, is what makes a replay reproduce the run:
+    parent selection follows scores, and scores carry timing noise (runtime is part of
+    combined_score), so a re-decided replay would drift at the first near-tie; and the prompt
+    quotes the parent's measured runtime, so a rebuilt prompt would not hash like the recorded one.
+    """
+
+    island: int
+    parent_ids: tuple[int, ...]
+    messages: tuple[dict[str, str], ...] | None
 
 
 @dataclass
@@ -81,15 +98,17 @@ def evaluate_with_cascade(path: Path, suites: Suites, screen_floor: float | None
 
 class Controller:
     def __init__(self, store: RunStore, config: RunConfig, population: Population, proposer: Proposer,
-                 suites: Suites, on_progress: Callable[["Controller"], None] | None = None) -> None:
+                 suites: Suites, on_progress: Callable[["Controller"], None] | None = None,
+                 recording: Mapping[int, Recorded] | None = None) -> None:
         self.store, self.config, self.population, self.proposer = store, config, population, proposer
         self.suites = suites
+        self.recording = recording or {}
         self.tally = Tally()
         self.on_progress = on_progress or (lambda _c: None)
         self._failures: dict[int, deque] = defaultdict(lambda: deque(maxlen=FAILURES_SHOWN))
         self._pending_hashes: set[str] = set()
         self._best_quick: float | None = None
-        self._workdir = Path(tempfile.mkdtemp(prefix="eplb-candidates-"))
+        self._workdir = Path()
         self._stop = False
         for entry in store.load_journal():
             self.tally.prompt_tokens += int(entry.get("prompt_tokens") or 0)
@@ -99,14 +118,20 @@ class Controller:
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> Tally:
         run = self.config.run
+        for island in range(self.config.population.islands):  # every island has its branch from the start
+            head = self.population.island_best(island)
+            if head is not None:
+                self.store.set_island_head(island, head)
         started = time.monotonic()
         executor = LocalExecutor(2 * run.concurrency)
         inflight: dict[Future, tuple[str, Any]] = {}
+        self._workdir = Path(tempfile.mkdtemp(prefix="eplb-candidates-"))
         try:
             while True:
                 while not self._stop and len(inflight) < run.concurrency and self._may_launch(started):
                     plan = self._plan()
-                    inflight[executor.submit(propose, plan, self.proposer, run.fix_attempts)] = ("propose", plan)
+                    inflight[executor.submit(propose, plan, self.proposer, run.fix_attempts,
+                                             self._twin)] = ("propose", plan)
                 if not inflight:
                     break
                 done, _ = wait(list(inflight), timeout=0.5, return_when=FIRST_COMPLETED)
@@ -118,6 +143,7 @@ class Controller:
                         inflight[executor.submit(fn, *fn_args)] = ("evaluate", next_payload)
         finally:
             executor.shutdown()
+            shutil.rmtree(self._workdir, ignore_errors=True)
         return self.tally
 
     def stop(self, reason: str) -> None:
@@ -140,13 +166,32 @@ class Controller:
     def _plan(self) -> Plan:
         attempt = self.store.begin_attempt()
         rng = random.Random(f"{self.config.run.seed}:{attempt}")
-        island = self.population.island_for(attempt)
-        parent = self.population.pick_parent(island)
-        mate = self.population.pick_mate(parent, island) if rng.random() < CROSSOVER_RATE else None
+        recorded = self._replayable(self.recording.get(attempt))
+        if recorded is not None:
+            island = recorded.island
+            parent, *mates = (self.population.get(i) for i in recorded.parent_ids)
+            mate = mates[0] if mates else None
+        else:
+            island = self.population.island_for(attempt)
+            parent = self.population.pick_parent(island)
+            mate = self.population.pick_mate(parent, island) if rng.random() < CROSSOVER_RATE else None
         crossover = None
         if mate is not None:
             ancestor = self.population.common_ancestor(parent.id, mate.id)
             crossover = (mate.code, ancestor.code)
+        # Filed before anything else happens, so an attempt cut short by a crash is still counted
+        # (journaled "interrupted" at resume) and its number is never handed out twice.
+        self.store.save_artifact(attempt, "plan", json.dumps(
+            {"attempt": attempt, "island": island, "parent_ids": [parent.id] + ([mate.id] if mate else [])}))
+        if recorded is not None and recorded.messages is not None:
+            messages = recorded.messages  # replayed as sent, so it hashes like the recorded prompt
+        else:
+            messages = self._messages(parent, island)
+        return Plan(attempt=attempt, island=island, parent_id=parent.id, parent_code=parent.code,
+                    messages=messages, mate_id=mate.id if mate else None, crossover=crossover,
+                    seed=self.config.run.seed * 1_000_003 + attempt)
+
+    def _messages(self, parent: Candidate, island: int) -> tuple[dict[str, str], ...]:
         ctx = prompts.PromptContext(
             task=prompts.TASK_STATEMENT,
             parent=prompts.ProgramView(parent.name, parent.description, parent.code,
@@ -158,15 +203,25 @@ class Controller:
         )
         prop = self.config.proposer
         ctx = prompts.fit_to_context(ctx, prop.context_tokens, prop.max_output_tokens)
-        return Plan(attempt=attempt, island=island, parent_id=parent.id, parent_code=parent.code,
-                    messages=tuple(prompts.build_messages(ctx)), mate_id=mate.id if mate else None,
-                    crossover=crossover, seed=self.config.run.seed * 1_000_003 + attempt)
+        return tuple(prompts.build_messages(ctx))
+
+    def _replayable(self, recorded: Recorded | None) -> Recorded | None:
+        """The recorded decision when this run can follow it (its parents exist here and are valid)."""
+        if recorded is None or not 0 <= recorded.island < self.config.population.islands:
+            return None
+        try:
+            parents = [self.population.get(i) for i in recorded.parent_ids]
+        except KeyError:
+            return None
+        return recorded if parents and all(p.valid for p in parents) else None
 
     def _lineage_failures(self, parent: Candidate) -> tuple[prompts.FailedAttempt, ...]:
-        """Failed evaluations on the lineage plus this parent's recent unappliable answers."""
-        failed = [prompts.FailedAttempt(c.name, c.evaluation.error if c.evaluation else c.status)
+        """The newest FAILURES_SHOWN failures, oldest first: failed evaluations on the lineage (from
+        the population) merged by attempt number with this parent's recent unappliable answers."""
+        failed = [(c.iteration, prompts.FailedAttempt(c.name, c.evaluation.error if c.evaluation else c.status))
                   for c in self.population.recent_failures(parent.id, FAILURES_SHOWN)]
-        return tuple([*failed, *self._failures[parent.id]][-FAILURES_SHOWN:])
+        merged = sorted([*failed, *self._failures[parent.id]], key=lambda pair: pair[0])
+        return tuple(failure for _, failure in merged[-FAILURES_SHOWN:])
 
     # -- finishing -------------------------------------------------------------------------
     def _finish(self, stage: str, payload: Any, future: Future) -> tuple | None:
@@ -212,23 +267,31 @@ class Controller:
         if proposed.status == "budget_exhausted":
             self.stop("max_cost")
         if proposed.code is not None:
-            digest = code_hash(proposed.code)
-            twin = self.population.seen(digest)
-            if twin is None and digest not in self._pending_hashes:
+            digest = proposed.code_hash or code_hash(proposed.code)
+            error = self._twin(digest)
+            if error is None:
                 self._pending_hashes.add(digest)
                 path = self._workdir / f"attempt_{plan.attempt:06d}.py"
                 path.write_text(proposed.code, encoding="utf-8")
                 return evaluate_with_cascade, (path, self.suites, self._best_quick), (proposed, calls)
-            status, error = "duplicate", (f"same program as candidate {twin.id}" if twin
-                                          else "same program as one being evaluated")
+            status = "duplicate"  # a twin that appeared while this proposal was being made
         else:
             status, error = proposed.status, proposed.error
             if proposed.response is not None or proposed.calls:
-                self._failures[plan.parent_id].append(prompts.FailedAttempt(
+                self._failures[plan.parent_id].append((plan.attempt, prompts.FailedAttempt(
                     proposed.response.name if proposed.response else "unparsable answer", error or status,
-                    proposed.calls[-1].proposal.text if proposed.calls else None))
+                    proposed.calls[-1].proposal.text if proposed.calls else None)))
         self._journal_only(proposed, calls, status, error)
         return None
+
+    def _twin(self, digest: str) -> str | None:
+        """What the program with this code hash repeats: a candidate already evaluated or one being
+        evaluated; None if it is new. Also called from proposal workers: it only reads (a dict
+        lookup and a set membership test)."""
+        twin = self.population.seen(digest)
+        if twin is not None:
+            return f"same program as candidate {twin.id} ({twin.name})"
+        return "same program as one being evaluated" if digest in self._pending_hashes else None
 
     def _journal_only(self, proposed: Proposed, calls: list[dict], status: str, error: str | None) -> None:
         plan = proposed.plan
@@ -246,11 +309,12 @@ class Controller:
         """Commit an evaluated candidate and let it join the population at once."""
         plan, response = proposed.plan, proposed.response
         assert response is not None and proposed.code is not None
+        digest = proposed.code_hash or code_hash(proposed.code)
         prompt_tokens, completion_tokens = proposed.tokens
         parents = (plan.parent_id,) + ((plan.mate_id,) if plan.mate_id is not None else ())
         candidate = Candidate(
             id=self.store.next_candidate_id, parent_ids=parents, island=plan.island, name=response.name,
-            description=response.description, code=proposed.code, code_hash=code_hash(proposed.code),
+            description=response.description, code=proposed.code, code_hash=digest,
             status=status, evaluation=evaluation, model=proposed.model, prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens, cost=proposed.cost, iteration=plan.attempt,
             created_at=time.time())
@@ -271,6 +335,4 @@ class Controller:
         self.tally.attempts += 1
         self.tally.evaluated += 1
         self.tally.valid += candidate.valid
-        if status == "invalid" and evaluation.error:
-            self._failures[plan.parent_id].append(prompts.FailedAttempt(response.name, evaluation.error))
         self.on_progress(self)

@@ -14,7 +14,8 @@ from tqdm import tqdm
 from evaluator.errors import UserError
 from harness.config import RunConfig, dump_toml, load_config
 from harness.controller import Controller, Tally
-from harness.run_setup import evaluate_seed, make_population, make_proposer, make_suites, run_path
+from harness.run_setup import (evaluate_seed, load_recording, make_population, make_proposer, make_suites,
+                               run_path)
 from harness.store import RunStore, resolve_run
 
 VERB_FLAGS = {  # flag dest -> config key
@@ -115,11 +116,12 @@ def _drive(store: RunStore, config: RunConfig, quiet: bool) -> int:
     candidates = store.load_candidates()
     seed = next(c for c in candidates if c.id == 0)
     proposer = make_proposer(config)
+    recording = load_recording(config)
     population = make_population(config, candidates, store.next_attempt)
     bar = tqdm(total=config.run.iterations, initial=store.next_attempt - 1, unit="attempt",
                desc=store.path.name, disable=True if quiet else None, file=sys.stderr)
     controller = Controller(store, config, population, proposer, make_suites(config, seed.evaluation),
-                            on_progress=_progress_callback(bar))
+                            on_progress=_progress_callback(bar), recording=recording)
     started = time.monotonic()
     code = 0
     try:
@@ -152,16 +154,19 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "resume":
         return _resume(args)
     overrides = _overrides(args)
-    if not _proposer_named(args.config, args):
+    offline = not _proposer_named(args.config, args)
+    if offline:
         overrides["proposer.kind"] = "mutate"
-        print("no model configured: using the offline 'mutate' proposer (pass --model and --api-base for an LLM)",
-              file=sys.stderr)
     config = load_config(args.config, overrides)
     path = run_path(config)
     if path.exists() and any(path.iterdir()):
         raise UserError(f"{path}: a run of that name exists; resume it with 'eplb-evolve resume {path}' "
                         f"or pick another --name")
-    make_proposer(config)  # fail fast on a bad endpoint or key before the seed's evaluation
+    make_proposer(config)  # fail fast on a bad endpoint, key or replay source before the seed's evaluation
+    load_recording(config)
+    if offline:  # said once the settings are known good, so a mistake still gets a single error line
+        print("no model configured: using the offline 'mutate' proposer (pass --model and --api-base for an LLM)",
+              file=sys.stderr)
     config = replace(config, run=replace(config.run, name=path.name))
     store = RunStore.create(path, dump_toml(config), evaluate_seed(config))
     with store:

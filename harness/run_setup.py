@@ -4,6 +4,7 @@ Shared by `run` (a new run) and `resume` (the same run again), so both build ide
 """
 from __future__ import annotations
 
+import json
 import random
 import sys
 import time
@@ -15,12 +16,12 @@ from evaluator.evaluate import EvalOptions, evaluate, resolve_device
 from evaluator.records import Evaluation
 from evaluator.sandbox import Limits
 from evaluator.scenarios import suite
+from harness import journal
 from harness.candidate import Candidate, code_hash
 from harness.config import RunConfig
-from harness.controller import Suites
+from harness.controller import Recorded, Suites
 from harness.population import Population
 from harness.proposers.base import Proposer
-from harness.proposers.llm import LLMOptions, LLMProposer
 from harness.proposers.mutate import MutateProposer
 from harness.proposers.replay import ReplayProposer
 from harness.store import resolve_run
@@ -38,6 +39,8 @@ def make_proposer(config: RunConfig, check: bool = True) -> Proposer:
         return MutateProposer()
     if prop.kind == "replay":
         return ReplayProposer(resolve_run(prop.replay_from or "", config.run.runs_dir))
+    from harness.proposers.llm import LLMOptions, LLMProposer  # openai costs 0.6 s to import: only when used
+
     options = LLMOptions(
         models=tuple((m.name, m.weight) for m in prop.models), api_base=prop.api_base or OPENAI_API_BASE,
         api_key_env=prop.api_key_env, timeout_s=prop.request_timeout_s, retries=prop.max_retries,
@@ -90,6 +93,29 @@ def make_population(config: RunConfig, candidates: list[Candidate], next_attempt
     the run continues from, so a resumed run is as reproducible as a fresh one."""
     rng = random.Random(f"{config.run.seed}:population:{next_attempt}")
     return Population.from_candidates(config.population, candidates, rng)
+
+
+def load_recording(config: RunConfig) -> dict[int, Recorded] | None:
+    """For `--proposer replay`: the decisions and first prompts of the run being replayed, by attempt
+    (None for other proposers). The recorded answers themselves are the replay proposer's."""
+    if config.proposer.kind != "replay":
+        return None
+    run_dir = resolve_run(config.proposer.replay_from or "", config.run.runs_dir)
+    recording: dict[int, Recorded] = {}
+    for entry in journal.read(run_dir / "journal.jsonl"):
+        attempt, parents, calls = entry.get("attempt"), entry.get("parent_ids"), entry.get("calls")
+        if not isinstance(attempt, int) or attempt < 1 or not parents:
+            continue  # the seed, or an attempt cut short before it recorded its decision
+        try:
+            messages = None
+            if calls:
+                prompt = run_dir / calls[0]["prompt"]
+                messages = tuple(json.loads(prompt.read_text(encoding="utf-8")))
+            recording[attempt] = Recorded(int(entry["island"]), tuple(int(p) for p in parents), messages)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"replay: {run_dir}: attempt {attempt}: cannot read its recorded prompt "
+                            f"({exc})") from None
+    return recording
 
 
 def run_path(config: RunConfig) -> Path:
