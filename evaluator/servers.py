@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -122,12 +123,22 @@ def _forget_in_forked_child() -> None:
 
 
 def stop_all() -> None:
-    """Stop every server (registered with atexit; safe to call more than once)."""
-    with _registry_lock:
-        servers = list(_servers.values())
-        _servers.clear()
-    for server in servers:
-        server.stop()
+    """Stop every server (registered with atexit; safe to call more than once).
+
+    A second Ctrl-C while the harness exits must not cut this short (it would print a traceback
+    and could leave a server behind), so SIGINT is ignored for the moment it takes.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        with _registry_lock:
+            servers = list(_servers.values())
+            _servers.clear()
+        for server in servers:
+            server.stop()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 atexit.register(stop_all)

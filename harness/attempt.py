@@ -14,7 +14,7 @@ from typing import Callable
 
 from harness.candidate import code_hash
 from harness.patch import PatchResult, apply_edits
-from harness.prompts import build_fix_message
+from harness.prompts import build_duplicate_message, build_fix_message
 from harness.proposers.base import BudgetExhausted, Proposal, ProposalRequest, Proposer, ProposerError, prompt_hash
 from harness.response import Response, ResponseError, parse_response
 
@@ -71,13 +71,6 @@ class Proposed:
         return sum(c.proposal.cost for c in self.calls)
 
 
-def duplicate_message(twin: str) -> dict[str, str]:
-    """The retry turn after a change that rebuilt a program already evaluated."""
-    return {"role": "user", "content": (
-        f"Your edit applied, but the resulting program is the {twin}: it was already evaluated. "
-        "Propose a different change, in the same format (NAME, DESCRIPTION, DIFF).")}
-
-
 def propose(plan: Plan, proposer: Proposer, fix_attempts: int,
             known: Callable[[str], str | None] = lambda _digest: None) -> Proposed:
     """Ask, parse and apply, retrying with the exact error; never raises for a bad answer.
@@ -108,7 +101,7 @@ def propose(plan: Plan, proposer: Proposer, fix_attempts: int,
                 return Proposed(plan, "applied", None, tuple(calls), response, patch, patch.text,
                                 tuple(patch.to_dict()["outcomes"]), digest)
             status, error = ("duplicate", twin) if patch.ok else ("patch_failed", patch.summary())
-        follow_up = duplicate_message(error) if status == "duplicate" else build_fix_message(error)
+        follow_up = build_duplicate_message(error) if status == "duplicate" else build_fix_message(error)
         messages = (*messages, {"role": "assistant", "content": proposal.text}, follow_up)
     blocks = tuple(patch.to_dict()["outcomes"]) if patch else ()
     return Proposed(plan, status, error, tuple(calls), response, patch, None, blocks)

@@ -198,6 +198,13 @@ def build_fix_message(error: str) -> dict[str, str]:
         "edit only inside the EVOLVE block.")}
 
 
+def build_duplicate_message(twin: str) -> dict[str, str]:
+    """The retry turn after a change that rebuilt a program already evaluated (`twin` names it)."""
+    return {"role": "user", "content": (
+        f"Your edit applied, but the resulting program is the {twin}: it was already evaluated. "
+        "Propose a different change, in the same format (NAME, DESCRIPTION, DIFF).")}
+
+
 def estimate_tokens(messages: Sequence[dict[str, str]]) -> int:
     """A tokenizer-free estimate: ceil(chars / 3.5) per message plus 4 for the chat template.
 

@@ -1,8 +1,10 @@
 """Replays the recorded answers of an earlier run, so the run can be reproduced exactly.
 
-With the same `--seed`, a run's choices are a function of the answers it got; feeding the same
-answers back reproduces it without a model or network. Answers are looked up by prompt hash;
-a prompt asked several times gets its answers in the order they were recorded.
+Answers are looked up by prompt hash; a prompt asked several times gets its answers in the order
+they were recorded. Answers alone do not fix a run's course (parent choice follows scores, which
+carry timing noise, and prompts quote measured runtimes), so the controller also follows each
+recorded attempt's island, parents and first prompt (`harness.controller.Recorded`); together
+they reproduce the run without a model or network.
 
 Contract with the run directory: `journal.jsonl` holds one JSON object per line; objects with
 a `calls` list record proposer calls as {"prompt_hash", "response" (artifact path relative to
