@@ -229,6 +229,7 @@ with RunStore.open(run) as store:
         child = candidate(cid, (rng.randrange(cid),), score=rng.random(), iteration=attempt,
                           valid=rng.random() < 0.8)
         committed = store.commit(child, {"calls": calls})
+        print("committed", flush=True)
         if rng.random() < 0.2:
             store.set_best(committed)
 """
@@ -246,7 +247,9 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -
         proc = subprocess.Popen([sys.executable, str(script), str(path), str(round_)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout.readline() == "ready\n", proc.stderr.read()
-        time.sleep(rng.uniform(0.02, 0.25))
+        for _ in range(3):  # a few commits first, however slow a loaded machine makes the writer
+            assert proc.stdout.readline() == "committed\n", proc.stderr.read()
+        time.sleep(rng.uniform(0.0, 0.1))  # then a kill at a random moment
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         with RunStore.open(path) as store:  # reconciles, as a resume would
