@@ -25,6 +25,7 @@ import io
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ IDENTITY_ENV = {"GIT_AUTHOR_NAME": IDENTITY.name, "GIT_AUTHOR_EMAIL": IDENTITY.e
 PROGRAM, METRICS, ATTEMPT, GITIGNORE = "program.py", "metrics.json", "attempt.json", ".gitignore"
 CANDIDATES = "refs/candidates"
 BEST_TAG = "refs/tags/best"
+LOCK_GRACE_S = 2.0  # how long a killed writer's orphaned `git` child may take to finish
 GITIGNORE_TEXT = """\
 # eplb-evolve run files: kept beside the programs, not versioned
 /config.toml
@@ -145,8 +147,19 @@ def point(repo: git.Repo, ref: str, sha: str) -> None:
 
 
 def checkout(repo: git.Repo, sha: str) -> None:
-    """Show `sha` in the work tree, detached; ignored run files are left alone."""
-    repo.git.checkout("--detach", "--force", "--quiet", sha)
+    """Show `sha` in the work tree, detached; ignored run files are left alone.
+
+    Retried for up to LOCK_GRACE_S while another `git` holds the index (the orphaned child of a
+    writer killed mid-checkout, see `clear_stale_locks`)."""
+    deadline = time.monotonic() + LOCK_GRACE_S
+    while True:
+        try:
+            repo.git.checkout("--detach", "--force", "--quiet", sha)
+            return
+        except git.GitCommandError as error:
+            if "index" not in str(error.stderr) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def ref_sha(repo: git.Repo, ref: str) -> str | None:
@@ -183,10 +196,22 @@ def read_program(repo: git.Repo, sha: str) -> str:
     return _blob_text(repo.commit(sha).tree, PROGRAM)
 
 
+def _lock_files(git_dir: Path) -> list[Path]:
+    fixed = [git_dir / name for name in ("index.lock", "HEAD.lock", "packed-refs.lock")]
+    return [p for p in fixed if p.exists()] + sorted((git_dir / "refs").rglob("*.lock"))
+
+
 def clear_stale_locks(git_dir: Path) -> list[Path]:
-    """Remove `*.lock` files a killed writer left behind (caller holds the run lock)."""
-    stale = [git_dir / name for name in ("index.lock", "HEAD.lock", "packed-refs.lock")]
-    stale = [p for p in stale if p.exists()] + sorted((git_dir / "refs").rglob("*.lock"))
+    """Remove `*.lock` files a killed writer left behind (caller holds the run lock).
+
+    kill -9 does not reach a `git` child the writer had started (a checkout, say): it runs on for
+    a moment holding its lock. So first give such locks up to LOCK_GRACE_S to go away by
+    themselves, and only then remove what is left.
+    """
+    deadline = time.monotonic() + LOCK_GRACE_S
+    while _lock_files(git_dir) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stale = _lock_files(git_dir)
     for path in stale:
-        os.unlink(path)
+        path.unlink(missing_ok=True)
     return stale
