@@ -99,16 +99,51 @@ def test_forecast_lpt_is_valid_on_random_inputs() -> None:
         check_placement(phy2log, log2phy, logcnt, num_experts)
 
 
+def test_forecast_lpt_is_valid_on_degenerate_loads() -> None:
+    # NaN, infinities, negatives, all-zero layers, one expert with everything, R = E and one GPU.
+    weight = torch.tensor([
+        [float("nan"), 1.0, 2.0, 3.0, -4.0, 5.0, 6.0, 7.0],
+        [float("inf"), 1.0, 0.0, 3.0, float("-inf"), 5.0, 6.0, 7.0],
+        [0.0] * 8,
+        [0.0] * 7 + [1e300],
+    ], dtype=torch.float64)
+    for num_replicas, num_gpus in ((8, 1), (8, 4), (16, 8), (24, 12), (40, 2)):
+        check_placement(*forecast_lpt.rebalance_experts(weight, num_replicas, 1, 1, num_gpus), 8)
+
+
+def test_forecast_lpt_ignores_the_scale_of_the_loads() -> None:
+    # Token counts, fractions of the layer and huge floats are the same forecast.
+    counts = drifting_windows(QWEN3_235B, 2, 1)[0][:4]
+    expected = forecast_lpt.rebalance_experts(counts, 160, 1, 4, 32)
+    for scaled in (counts / counts.sum(-1, keepdim=True), counts.double() * 1e200):
+        got = forecast_lpt.rebalance_experts(scaled, 160, 1, 4, 32)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
 def test_forecast_lpt_without_forecast_is_the_seed_global_policy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # With SHRINK = 1 it is D'Hondt + LPT over all GPUs: every GPU holds the same experts as
-    # under the seed's global policy (within a GPU the slot order may differ).
+    # With SHRINK = 1 it is D'Hondt + LPT over all GPUs: the same replica counts and every GPU
+    # holds the same experts as under the seed's global policy (within a GPU the slot order may
+    # differ): round-by-round LPT gives item-by-item LPT's packing here.
     monkeypatch.setattr(forecast_lpt, "SHRINK", 1.0)
     weight = torch.rand(6, 64, generator=torch.Generator().manual_seed(9))
     for num_replicas, num_gpus in ((64, 8), (80, 16), (96, 48)):
-        ours = forecast_lpt.rebalance_experts(weight, num_replicas, 3, 2, num_gpus)[0]
-        theirs = seed(weight, num_replicas, 3, 2, num_gpus)[0]  # 3 % 2 != 0: global policy
+        ours = forecast_lpt.rebalance_experts(weight, num_replicas, 3, 2, num_gpus)
+        theirs = seed(weight, num_replicas, 3, 2, num_gpus)  # 3 % 2 != 0: global policy
         per_gpu = (6, num_gpus, num_replicas // num_gpus)
-        assert torch.equal(ours.view(per_gpu).sort(-1).values, theirs.view(per_gpu).sort(-1).values)
+        assert torch.equal(ours[2], theirs[2])
+        assert torch.equal(ours[0].view(per_gpu).sort(-1).values, theirs[0].view(per_gpu).sort(-1).values)
+
+
+def test_two_slots_per_gpu_pair_the_heaviest_replica_with_the_lightest() -> None:
+    # Optimal in sample for two items per GPU, and what LPT does: the GPU loads are the sums
+    # of the i-th heaviest and the i-th lightest forecast replica loads.
+    weight = drifting_windows(DEEPSEEK_V3_DECODE, 3, 1)[0][:5]
+    phy2log, _, logcnt = forecast_lpt.rebalance_experts(weight, 288, 8, 18, 144)
+    replica = (weight.double() ** forecast_lpt.SHRINK / logcnt).gather(-1, phy2log)
+    ranked = replica.sort(-1, descending=True).values
+    folded = ranked[:, :144] + ranked[:, 144:].flip(-1)
+    gpu = replica.view(5, 144, 2).sum(-1)
+    assert torch.allclose(gpu.sort(-1).values, folded.sort(-1).values, rtol=1e-12)
 
 
 def test_forecast_gives_the_hottest_expert_fewer_replicas_than_the_past_would() -> None:
@@ -120,14 +155,17 @@ def test_forecast_gives_the_hottest_expert_fewer_replicas_than_the_past_would() 
 
 
 def test_forecast_lpt_beats_the_seed_on_deepseek_v3_prefill() -> None:
-    # Going global frees the placement from whole groups per node; measured about +0.007 here.
+    # Going global frees the placement from whole groups per node; measured about +0.007 here
+    # (+0.015 on the default suite's search windows, +0.008 on its held-out ones).
     assert next_window_gain(DEEPSEEK_V3_PREFILL, pairs=8) > 0.003
 
 
 @pytest.mark.parametrize("shape", [DEEPSEEK_V3_DECODE, QWEN3_30B, QWEN3_235B])
 def test_forecast_lpt_is_no_worse_than_the_seed_on_global_shapes(shape: tuple[int, ...]) -> None:
-    # On these shapes the gain is a few thousandths, inside window-to-window noise, so this
-    # only guards against a forecast that hurts (SHRINK = 0.7 loses 0.01 to 0.02 here).
+    # On these shapes the expected gain is +0.001 to +0.004 (measured over 348 window pairs of
+    # the default suite's workloads), below the window-to-window noise of a few pairs, so this
+    # only guards against a forecast that hurts: SHRINK = 0.8 loses 0.003 to 0.005 here and
+    # SHRINK = 0.7 0.01 to 0.02.
     assert next_window_gain(shape, pairs=4) > -0.002
 
 
