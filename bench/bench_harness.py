@@ -7,7 +7,7 @@ things are replaced, and only these:
 
 * the proposer: a fast stand-in that answers every prompt at once with a real SEARCH/REPLACE
   response (setting a distinct constant in the parent's EVOLVE block), so there is no LLM wait;
-* THE EVALUATION STEP: `harness.controller.evaluate_with_cascade` is swapped for a function that
+* THE EVALUATION STEP: the controller is given `InstantEvaluations`, an evaluation executor that
   returns a precomputed Evaluation instantly (the seed's real evaluation on the quick suite, made
   once at start-up, with a per-candidate score drawn from a seeded generator).
 
@@ -36,20 +36,21 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import harness.controller as controller_module  # noqa: E402
 from evaluator.records import Evaluation  # noqa: E402
 from harness.cli import main as cli_main  # noqa: E402
 from harness.config import dump_toml, load_config  # noqa: E402
 from harness.controller import Controller  # noqa: E402
+from harness.executors import EvalJob  # noqa: E402
 from harness.proposers.base import Proposal, ProposalRequest  # noqa: E402
 from harness.proposers.mutate import format_response  # noqa: E402
-from harness.run_setup import evaluate_seed, make_population, make_suites  # noqa: E402
+from harness.run_setup import evaluate_seed, make_evaluations, make_population, make_suites  # noqa: E402
 from harness.store import RunStore  # noqa: E402
 
 BUDGET_MS = 50.0
@@ -73,19 +74,32 @@ class InstantProposer:
                         latency_s=time.perf_counter() - started)
 
 
+class InstantEvaluations:
+    """THE EVALUATION STEP, REPLACED: every job gets `record` at once, with a score from `rng`."""
+
+    slots, device = 1, "cpu"
+
+    def __init__(self, record: Evaluation, rng: random.Random) -> None:
+        self._record, self._rng = record, rng
+
+    def submit(self, job: EvalJob) -> Future:
+        future: Future = Future()
+        score = self._record.combined_score * self._rng.uniform(0.9, 1.05)
+        future.set_result(("valid", replace(self._record, combined_score=score)))
+        return future
+
+    def shutdown(self) -> None:
+        pass
+
+
 def overhead(args: argparse.Namespace) -> bool:
     total = args.candidates + args.measure
     config = load_config(None, {"evaluator.suite": "quick", "evaluator.device": "cpu", "run.iterations": total,
                                 "run.concurrency": 1, "population.islands": 4})
+    evaluations = make_evaluations(config)
     with contextlib.redirect_stderr(io.StringIO()):
-        seed = evaluate_seed(config)  # the one real evaluation: the record every stand-in returns
-    rng = random.Random(0)
-
-    def instant_evaluation(path: Path, suites, screen_floor) -> tuple[str, Evaluation]:
-        score = seed.evaluation.combined_score * rng.uniform(0.9, 1.05)
-        return "valid", replace(seed.evaluation, combined_score=score)
-
-    controller_module.evaluate_with_cascade = instant_evaluation  # THE EVALUATION STEP, REPLACED
+        seed = evaluate_seed(config, evaluations)  # the one real evaluation: the record every stand-in returns
+    evaluations.shutdown()
     finished: list[float] = []
     proposer_s: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-harness-") as tmp, \
@@ -96,7 +110,8 @@ def overhead(args: argparse.Namespace) -> bool:
             finished.append(time.perf_counter())
 
         controller = Controller(store, config, population, InstantProposer(), make_suites(config, seed.evaluation),
-                                on_progress=on_progress)
+                                on_progress=on_progress,
+                                evaluations=InstantEvaluations(seed.evaluation, random.Random(0)))
         original_proposed = controller._proposed
 
         def proposed(p):  # note what the stand-in proposer itself took, to leave it out

@@ -2,10 +2,11 @@
 
 Environment: an allow-list, never a deny-list, so no API key, token or proxy setting can slip
 through under a name nobody thought of. Passed from the evaluator's environment: PATH,
-CUDA_VISIBLE_DEVICES and LD_LIBRARY_PATH (CUDA builds of torch may need it to find their
-libraries). Set to fixed values: locale and UTF-8 mode, no bytecode writing, one BLAS/OpenMP thread
-(the server must stay single-threaded to fork safely; each child sets its own count), and HOME and
-TMPDIR (each child gets a private directory instead, see keeper.py). PYTHONPATH is never passed:
+CUDA_VISIBLE_DEVICES (unless the candidate's worker slot names its own GPU) and LD_LIBRARY_PATH
+(CUDA builds of torch may need it to find their libraries). Set to fixed values: locale and UTF-8
+mode, no bytecode writing, one BLAS/OpenMP thread (the server must stay single-threaded to fork
+safely; each child sets its own count), and HOME and TMPDIR (each child gets a private directory
+instead, see keeper.py). PYTHONPATH is never passed:
 the server runs `python -I` and is told the exact directories it needs (`import_roots`).
 
 The bwrap view (sandbox="bwrap"): /usr and the usual /bin, /lib links, the few /etc files the
@@ -43,9 +44,12 @@ BWRAP_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap)
               "namespaces (sysctl kernel.unprivileged_userns_clone=1), or use sandbox='process'")
 
 
-def child_variables() -> dict[str, str]:
-    """The allow-listed variables a child gets (keeper.py adds HOME, TMPDIR, thread settings)."""
+def child_variables(gpu: str | None = None) -> dict[str, str]:
+    """The allow-listed variables a child gets (keeper.py adds HOME, TMPDIR, thread settings);
+    `gpu`, when given, replaces the evaluator's CUDA_VISIBLE_DEVICES: the one GPU of its slot."""
     env = {name: os.environ[name] for name in PASSED_VARIABLES if name in os.environ}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
     env.setdefault("PATH", os.defpath)
     env.update(LANG="C.UTF-8", LC_ALL="C.UTF-8", PYTHONUTF8="1", PYTHONDONTWRITEBYTECODE="1")
     return env

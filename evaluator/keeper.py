@@ -11,8 +11,8 @@ Then it kills every process left below it (proctree.kill_subtree), removes the p
 reports how the child ended on the lifeline, and exits. No candidate code ever runs in the keeper.
 
 Before the child runs any candidate code it sets itself up here (`_prepare_child`): standard streams
-to the capture pipe, no other file descriptors, the allow-listed environment, rlimits, thread count,
-device, and finally dropping privileges (privileges.drop_privileges).
+to the capture pipe, no other file descriptors, the allow-listed environment, rlimits, its cores,
+thread count, device, and finally dropping privileges (privileges.drop_privileges).
 """
 from __future__ import annotations
 
@@ -47,12 +47,14 @@ class ChildSpec:
     threads: int
     memory_mb: int
     env: dict[str, str]  # allow-listed variables; HOME, TMPDIR and thread settings are added here
+    cpus: tuple[int, ...] = ()  # cores the child is pinned to; (): those of the server
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> "ChildSpec":
         return ChildSpec(device=str(data["device"]), threads=int(data["threads"]),
                          memory_mb=int(data["memory_mb"]),
-                         env={str(k): str(v) for k, v in dict(data["env"]).items()})
+                         env={str(k): str(v) for k, v in dict(data["env"]).items()},
+                         cpus=tuple(int(c) for c in data.get("cpus", ())))
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,8 @@ def _prepare_child(spec: ChildSpec, privs: Privileges, home: str, data_fd: int, 
     os.chdir(home)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+    if spec.cpus:  # before torch starts a thread pool: every thread it starts inherits the set
+        os.sched_setaffinity(0, spec.cpus)
     torch.set_num_threads(spec.threads)
     try:
         torch.set_num_interop_threads(spec.threads)

@@ -21,6 +21,8 @@ How a candidate is held (modules in brackets):
 - Limits: a deadline for the whole evaluation, one per call and one for loading; memory (RLIMIT_AS
   on CPU; on CUDA, which maps a huge address space, the keeper polls the child's RSS instead); a
   fixed torch/BLAS thread count; at most `output_cap_bytes` of stdout+stderr kept (head and tail).
+  Placement: the child pins itself to `cpus` before it starts any thread, and sees only the `gpu`
+  it is given (see harness.local_slots for the slots that keep concurrent timed runs apart).
 - Data crosses as JSON headers and raw tensor bytes, never pickles, with sizes bounded [wire]; the
   child gets its own copy of each window, one call at a time.
 - Timing: the child reports the time of the call alone (input staged beforehand, outputs copied to
@@ -79,6 +81,11 @@ class Limits:
     #                   pool stays at 1: it is made when the fork server imports numpy)
     output_cap_bytes: int = 65536  # stdout+stderr kept, half from the start, half from the end
     sandbox: str = "process"  # "process" or "bwrap"
+    # Where the candidate runs (set per worker slot by the harness, so that concurrent timed runs
+    # never share a core or a GPU): the cores it is pinned to, () for no pinning; and its
+    # CUDA_VISIBLE_DEVICES, None to pass on the evaluator's own.
+    cpus: tuple[int, ...] = ()
+    gpu: str | None = None
     # How far a runtime claim may fall below the round trip before it counts as tampering: wide,
     # so scheduling noise on a busy machine never fails an honest call; a smaller lie is accepted
     # but gains nothing, since the runtime kept is bounded below by the evaluator's own clock.
@@ -92,6 +99,8 @@ class Limits:
                      "output_cap_bytes"):
             if not getattr(self, name) > 0:
                 raise UserError(f"limit {name} must be positive, got {getattr(self, name)!r}")
+        if any(type(cpu) is not int or cpu < 0 for cpu in self.cpus):
+            raise UserError(f"limit cpus must be core numbers, got {self.cpus!r}")
         if self.timing_slack_s < 0 or not 0 <= self.timing_slack_ratio < 1:
             raise UserError("timing_slack_s must be >= 0 and timing_slack_ratio in [0, 1)")
 
@@ -157,8 +166,8 @@ class CandidateProcess:
         data, data_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         life, life_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         out_r, out_w = os.pipe()
-        spec = {"device": self._device, "threads": self._limits.threads,
-                "memory_mb": self._limits.memory_mb, "env": isolation.child_variables()}
+        spec = {"device": self._device, "threads": self._limits.threads, "cpus": list(self._limits.cpus),
+                "memory_mb": self._limits.memory_mb, "env": isolation.child_variables(self._limits.gpu)}
         try:
             self._server = servers.spawn(self.sandbox, spec,
                                          [data_theirs.fileno(), out_w, life_theirs.fileno()])

@@ -37,8 +37,15 @@ class RunSettings:
     max_time_s: float | None = _limit(None, gt=0)
     max_cost: float | None = _limit(None, ge=0)  # dollars
     seed: int = 0
-    concurrency: int = _limit(1, ge=1)
+    concurrency: int = _limit(1, ge=1)  # proposals (model conversations) in flight at once
     fix_attempts: int = _limit(1, ge=0)  # follow-up model calls when a patch does not apply
+    # Evaluations at once. None: what the executor allows -- locally, one per [evaluator] threads
+    # physical cores (and one per GPU on cuda); on Ray, the cluster's CPUs / threads (or its GPUs).
+    workers: int | None = _limit(None, ge=1)
+    executor: Literal["local", "ray"] = "local"  # where evaluations run (see docs/scaling.md)
+    # None: Ray's own rule (RAY_ADDRESS, else the cluster last started on this machine, else a new
+    # local instance); "auto": an existing cluster only; "HOST:PORT" or "ray://HOST:10001"
+    ray_address: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,48 +1,40 @@
 """The asynchronous steady-state search loop: the single writer of the population and the run.
 
-Up to `concurrency` attempts are in flight. An attempt is planned here (parent, island, prompt),
-proposed on a worker (`harness.attempt.propose`), checked for duplicates here, evaluated on a
-worker (isolated, see `evaluator.evaluate`), and recorded here: committed to the Git population
-and added to the in-memory population the moment it finishes, freeing its slot.
+An attempt is planned here (parent, island, prompt), proposed on a thread
+(`harness.attempt.propose`), checked for duplicates here, evaluated by the evaluation executor
+(isolated, on a worker slot of its own: `harness.executors`), and recorded here: committed to the Git
+population and added to the in-memory population the moment it finishes.
+
+Two limits, because proposals wait on a model and evaluations on the machine: up to `concurrency`
+proposals in flight, and at most `workers` evaluations at once (the executor's slots). A new
+attempt is planned only while fewer than max(concurrency, workers) attempts are in flight: enough
+to keep every slot busy while the next proposal is made, and no queue of stale proposals piling up
+in front of busy workers (parents are picked from a population that is never far behind). With
+one of each, attempts run one after another, as a reproducible run needs.
 """
 from __future__ import annotations
 
 import json
 import random
-import shutil
-import tempfile
 import time
 from collections import defaultdict, deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from evaluator.evaluate import EvalOptions, evaluate
 from evaluator.records import Evaluation
-from evaluator.scenarios import Scenario
 from harness import prompts
 from harness.attempt import Plan, Proposed, propose
 from harness.candidate import Candidate, code_hash
 from harness.config import RunConfig
-from harness.executors import LocalExecutor
+from harness.executors import EvalJob, Evaluations, LocalExecutor, Suites, failed
+from harness.local_slots import LocalEvaluations
 from harness.population import Population
 from harness.proposers.base import Proposer
 from harness.store import RunStore
 
 CROSSOVER_RATE = 0.1  # share of attempts that ask for a merge with a second parent, when one exists
 FAILURES_SHOWN = 3  # last failed attempts on the lineage shown in the prompt
-
-
-@dataclass(frozen=True)
-class Suites:
-    """What candidates are scored on: the run's suite, and the quick screen of the cascade."""
-
-    name: str
-    scenarios: tuple[Scenario, ...]
-    options: EvalOptions
-    quick: tuple[Scenario, ...] | None = None  # None: no cascade
-    cascade_margin: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -81,34 +73,23 @@ def _metrics(ev: Evaluation | None) -> dict[str, float]:
             "balancedness_slot": ev.balancedness_slot, "runtime_ms": ev.runtime_ms}
 
 
-def evaluate_with_cascade(path: Path, suites: Suites, screen_floor: float | None) -> tuple[str, Evaluation]:
-    """(status, evaluation). With a cascade, the quick suite screens first; only a valid program whose
-    quick score is within the margin of `screen_floor` gets the full suite."""
-    if suites.quick is not None:
-        quick = evaluate(path, list(suites.quick), "quick", suites.options)
-        if not quick.valid:
-            return "invalid", quick
-        if screen_floor is not None and quick.combined_score < screen_floor * (1 - suites.cascade_margin):
-            return "screened", quick
-    full = evaluate(path, list(suites.scenarios), suites.name, suites.options)
-    if suites.quick is not None:
-        full = replace(full, extra={**full.extra, "quick_combined_score": quick.combined_score})
-    return ("valid" if full.valid else "invalid"), full
-
-
 class Controller:
+    """`evaluations`: where candidates are evaluated (the caller shuts it down); None: local worker
+    slots made for this run (`[run] workers`) and shut down at its end."""
+
     def __init__(self, store: RunStore, config: RunConfig, population: Population, proposer: Proposer,
                  suites: Suites, on_progress: Callable[["Controller"], None] | None = None,
-                 recording: Mapping[int, Recorded] | None = None) -> None:
+                 recording: Mapping[int, Recorded] | None = None,
+                 evaluations: Evaluations | None = None) -> None:
         self.store, self.config, self.population, self.proposer = store, config, population, proposer
         self.suites = suites
+        self.evaluations = evaluations
         self.recording = recording or {}
         self.tally = Tally()
         self.on_progress = on_progress or (lambda _c: None)
         self._failures: dict[int, deque] = defaultdict(lambda: deque(maxlen=FAILURES_SHOWN))
         self._pending_hashes: set[str] = set()
         self._best_quick: float | None = None
-        self._workdir = Path()
         self._stop = False
         for entry in store.load_journal():
             self.tally.prompt_tokens += int(entry.get("prompt_tokens") or 0)
@@ -123,27 +104,33 @@ class Controller:
             if head is not None:
                 self.store.set_island_head(island, head)
         started = time.monotonic()
-        executor = LocalExecutor(2 * run.concurrency)
-        inflight: dict[Future, tuple[str, Any]] = {}
-        self._workdir = Path(tempfile.mkdtemp(prefix="eplb-candidates-"))
+        proposals = LocalExecutor(run.concurrency)
+        options = self.suites.options
+        evaluations = self.evaluations or LocalEvaluations.on_this_machine(options.device, options.limits.threads,
+                                                                           run.workers)
+        proposing: dict[Future, Plan] = {}
+        evaluating: dict[Future, tuple[Proposed, list[dict]]] = {}
         try:
             while True:
-                while not self._stop and len(inflight) < run.concurrency and self._may_launch(started):
+                while (not self._stop and len(proposing) < run.concurrency
+                       and len(proposing) + len(evaluating) < max(run.concurrency, evaluations.slots)
+                       and self._may_launch(started)):
                     plan = self._plan()
-                    inflight[executor.submit(propose, plan, self.proposer, run.fix_attempts,
-                                             self._twin)] = ("propose", plan)
-                if not inflight:
+                    proposing[proposals.submit(propose, plan, self.proposer, run.fix_attempts, self._twin)] = plan
+                if not proposing and not evaluating:
                     break
-                done, _ = wait(list(inflight), timeout=0.5, return_when=FIRST_COMPLETED)
+                done, _ = wait([*proposing, *evaluating], timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
-                    stage, payload = inflight.pop(future)
-                    follow_up = self._finish(stage, payload, future)
-                    if follow_up is not None:  # an applied proposal goes on to its evaluation
-                        fn, fn_args, next_payload = follow_up
-                        inflight[executor.submit(fn, *fn_args)] = ("evaluate", next_payload)
+                    if future in proposing:
+                        job = self._proposed(self._proposal(proposing.pop(future), future))
+                        if job is not None:  # an applied proposal goes on to its evaluation
+                            evaluating[evaluations.submit(job[0])] = job[1]
+                    else:
+                        self._evaluated(*evaluating.pop(future), future)
         finally:
-            executor.shutdown()
-            shutil.rmtree(self._workdir, ignore_errors=True)
+            proposals.shutdown()
+            if evaluations is not self.evaluations:
+                evaluations.shutdown()
         return self.tally
 
     def stop(self, reason: str) -> None:
@@ -224,23 +211,19 @@ class Controller:
         return tuple(failure for _, failure in merged[-FAILURES_SHOWN:])
 
     # -- finishing -------------------------------------------------------------------------
-    def _finish(self, stage: str, payload: Any, future: Future) -> tuple | None:
-        if stage == "propose":
-            plan: Plan = payload
-            try:
-                proposed: Proposed = future.result()
-            except Exception as error:  # a proposer bug must not kill the run: journal it
-                proposed = Proposed(plan, "proposer_error", f"{type(error).__name__}: {error}")
-            return self._proposed(proposed)
-        proposed, calls = payload
+    @staticmethod
+    def _proposal(plan: Plan, future: Future) -> Proposed:
+        try:
+            return future.result()
+        except Exception as error:  # a proposer bug must not kill the run: journal it
+            return Proposed(plan, "proposer_error", f"{type(error).__name__}: {error}")
+
+    def _evaluated(self, proposed: Proposed, calls: list[dict], future: Future) -> None:
         try:
             status, evaluation = future.result()
-        except Exception as error:
-            status, evaluation = "invalid", Evaluation.invalid(
-                f"evaluator error: {type(error).__name__}: {error}", "", device=self.suites.options.device,
-                sandbox=self.suites.options.limits.sandbox, suite=self.suites.name, heldout=False)
+        except Exception as error:  # an evaluator bug must not kill the run: the candidate fails
+            status, evaluation = failed(self.suites, f"evaluator error: {type(error).__name__}: {error}")
         self._record(proposed, calls, status, evaluation)
-        return None
 
     def _save_calls(self, proposed: Proposed) -> list[dict[str, Any]]:
         records = []
@@ -259,8 +242,9 @@ class Controller:
         self.tally.completion_tokens += completion_tokens
         self.tally.cost += proposed.cost
 
-    def _proposed(self, proposed: Proposed) -> tuple | None:
-        """Journal a proposal that produced nothing to evaluate, or hand the new program on."""
+    def _proposed(self, proposed: Proposed) -> tuple[EvalJob, tuple[Proposed, list[dict]]] | None:
+        """Journal a proposal that produced nothing to evaluate, or hand the new program on: its
+        evaluation job, and what recording it needs."""
         calls = self._save_calls(proposed)
         self._count_tokens(proposed)
         plan = proposed.plan
@@ -271,9 +255,8 @@ class Controller:
             error = self._twin(digest)
             if error is None:
                 self._pending_hashes.add(digest)
-                path = self._workdir / f"attempt_{plan.attempt:06d}.py"
-                path.write_text(proposed.code, encoding="utf-8")
-                return evaluate_with_cascade, (path, self.suites, self._best_quick), (proposed, calls)
+                job = EvalJob(proposed.code, f"attempt_{plan.attempt:06d}.py", self.suites, self._best_quick)
+                return job, (proposed, calls)
             status = "duplicate"  # a twin that appeared while this proposal was being made
         else:
             status, error = proposed.status, proposed.error

@@ -1,16 +1,33 @@
-"""Where the controller's work runs: a local pool of daemon worker threads.
+"""Where the controller's work runs: proposals on local threads, evaluations on an executor.
 
-The heavy work of an evaluation happens in the isolated child process (see `evaluator.sandbox`),
-and proposals wait on the network, so threads are enough to keep `--concurrency` of each in
-flight. The threads are daemons: Ctrl-C or a deadline never waits for a stalled model call, and
-the sandbox kills every candidate process when the harness exits.
+Proposals wait on the network, so a few daemon threads keep `concurrency` of them in flight
+(`LocalExecutor`); the threads are daemons, so Ctrl-C or a deadline never waits for a stalled model
+call. Evaluations are what a search is bound by. They go to an evaluation executor
+(`Evaluations`): worker slots on this machine (`harness.local_slots`) or Ray tasks on a cluster
+(`harness.ray_executor`). Both take the same plain-data `EvalJob` (program text, suites, cascade
+floor), run the same `run_job` in a worker process, and hand back a future of `(status,
+Evaluation)`. So the controller -- the single writer of the run -- neither knows nor records where
+an evaluation ran, and a run moves between executors unchanged.
+
+Both treat a lost worker alike: a worker that dies mid-evaluation gets its job run once more on a
+fresh one (`WORKER_RETRIES`), then the candidate is failed with the reason (`lost`) and the run
+goes on.
 """
 from __future__ import annotations
 
 import queue
+import tempfile
 import threading
 from concurrent.futures import Future
-from typing import Any, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from evaluator.evaluate import EvalOptions, evaluate
+from evaluator.records import Evaluation
+from evaluator.scenarios import Scenario
+
+WORKER_RETRIES = 1  # runs of a job after the first when the worker running it dies
 
 
 class LocalExecutor:
@@ -42,3 +59,77 @@ class LocalExecutor:
         """Stop taking jobs; threads still busy finish on their own (they are daemons)."""
         for _ in self._threads:
             self._jobs.put(None)
+
+
+# -- what an evaluation is ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Suites:
+    """What candidates are scored on: the run's suite, and the quick screen of the cascade."""
+
+    name: str
+    scenarios: tuple[Scenario, ...]
+    options: EvalOptions
+    quick: tuple[Scenario, ...] | None = None  # None: no cascade
+    cascade_margin: float = 0.05
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One evaluation as plain data (no paths, no open handles), so any executor can run it on any
+    machine: it is pickled as it is to a local worker process or a Ray task."""
+
+    code: str
+    filename: str  # what tracebacks call the program, e.g. attempt_000012.py
+    suites: Suites
+    screen_floor: float | None = None  # cascade: the best quick score so far
+
+
+class Evaluations(Protocol):
+    """An evaluation executor: `slots` evaluations at once, candidates run on `device`."""
+
+    slots: int
+    device: str  # "cpu" or "cuda", as resolved where the candidates run
+
+    def submit(self, job: EvalJob) -> Future:
+        """A future of (status, Evaluation); it fails only if the evaluator itself broke."""
+
+    def shutdown(self) -> None:
+        """Stop taking jobs; evaluations still running are abandoned."""
+
+
+def evaluate_with_cascade(path: Path, suites: Suites, screen_floor: float | None) -> tuple[str, Evaluation]:
+    """(status, evaluation). With a cascade, the quick suite screens first; only a valid program whose
+    quick score is within the margin of `screen_floor` gets the full suite."""
+    if suites.quick is not None:
+        quick = evaluate(path, list(suites.quick), "quick", suites.options)
+        if not quick.valid:
+            return "invalid", quick
+        if screen_floor is not None and quick.combined_score < screen_floor * (1 - suites.cascade_margin):
+            return "screened", quick
+    full = evaluate(path, list(suites.scenarios), suites.name, suites.options)
+    if suites.quick is not None:
+        full = replace(full, extra={**full.extra, "quick_combined_score": quick.combined_score})
+    return ("valid" if full.valid else "invalid"), full
+
+
+def run_job(job: EvalJob) -> tuple[str, Evaluation]:
+    """Run one job in this process. The program goes to a private temporary file because the
+    evaluator loads programs from files; its name is the job's, for tracebacks."""
+    with tempfile.TemporaryDirectory(prefix="eplb-candidate-") as folder:
+        path = Path(folder) / job.filename
+        path.write_text(job.code, encoding="utf-8")
+        return evaluate_with_cascade(path, job.suites, job.screen_floor)
+
+
+def failed(suites: Suites, reason: str) -> tuple[str, Evaluation]:
+    """The record of an evaluation that gave no result (the evaluator broke, or the worker running
+    it was lost): the candidate is invalid with the reason, and the run goes on."""
+    options = suites.options
+    return "invalid", Evaluation.invalid(reason, f"INVALID: {reason}", device=options.device,
+                                         sandbox=options.limits.sandbox, suite=suites.name, heldout=False)
+
+
+def lost(suites: Suites, worker: str, why: str) -> tuple[str, Evaluation]:
+    """The record of an evaluation whose `worker` died on every try."""
+    return failed(suites, f"evaluation lost: the {worker} running it died on all {1 + WORKER_RETRIES} tries ({why})")

@@ -14,8 +14,9 @@ from tqdm import tqdm
 from evaluator.errors import UserError
 from harness.config import RunConfig, dump_toml, load_config
 from harness.controller import Controller, Tally
-from harness.run_setup import (evaluate_seed, load_recording, make_population, make_proposer, make_suites,
-                               run_path)
+from harness.executors import Evaluations
+from harness.run_setup import (evaluate_seed, load_recording, make_evaluations, make_population, make_proposer,
+                               make_suites, run_path)
 from harness.store import RunStore, resolve_run
 
 VERB_FLAGS = {  # flag dest -> config key
@@ -23,16 +24,25 @@ VERB_FLAGS = {  # flag dest -> config key
     "max_time": "run.max_time_s", "max_cost": "run.max_cost", "seed": "run.seed",
     "concurrency": "run.concurrency", "fix_attempts": "run.fix_attempts", "suite": "evaluator.suite",
     "device": "evaluator.device", "proposer": "proposer.kind", "api_base": "proposer.api_base",
-    "replay_from": "proposer.replay_from", "islands": "population.islands",
+    "replay_from": "proposer.replay_from", "islands": "population.islands", "workers": "run.workers",
+    "executor": "run.executor", "ray_address": "run.ray_address",
 }
+# What `resume` may change: budgets, and where evaluations run (a run's directory does not depend on it).
+RESUME_FLAGS = ("iterations", "max_time", "max_cost", "concurrency", "workers", "executor", "ray_address")
 
 
-def _budget_flags(p: argparse.ArgumentParser) -> None:
+def _session_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of both `run` and `resume`: budgets, and where evaluations run."""
     p.add_argument("--runs-dir", help="where run directories live (default: runs)")
     p.add_argument("--iterations", type=int, help="attempts in total (proposals tried)")
     p.add_argument("--max-time", type=float, metavar="S", help="stop launching attempts after S seconds")
     p.add_argument("--max-cost", type=float, metavar="USD", help="stop once model calls cost this much")
-    p.add_argument("--concurrency", type=int, help="attempts in flight at once")
+    p.add_argument("--concurrency", type=int, help="proposals (model conversations) in flight at once")
+    p.add_argument("--workers", type=int, help="evaluations at once (default: one per [evaluator] threads "
+                                               "physical cores, at most one per GPU on cuda; on Ray, the "
+                                               "cluster's CPUs / threads or GPUs)")
+    p.add_argument("--executor", choices=("local", "ray"), help="where evaluations run (ray: pip install -e '.[ray]')")
+    p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to use, e.g. auto, HOST:6379, ray://HOST:10001")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                           "'mutate' proposer is used.")
     p.add_argument("--config", type=Path, help="TOML file with [run] [evaluator] [population] [proposer]")
     p.add_argument("--name", help="run name (directory under --runs-dir); default run-DATE-TIME")
-    _budget_flags(p)
+    _session_flags(p)
     p.add_argument("--seed", type=int, help="random seed of the search")
     p.add_argument("--suite", help="suite candidates are scored on (default, quick)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
@@ -56,9 +66,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     r = subparsers.add_parser("resume", help="continue a stopped or crashed run",
                               description="Continue RUN (a name under --runs-dir or a path) with its saved "
-                                          "config; budget flags given here replace the saved ones.")
+                                          "config; budget and executor flags given here replace the saved ones "
+                                          "(a run moves between executors unchanged).")
     r.add_argument("run_name", metavar="RUN")
-    _budget_flags(r)
+    _session_flags(r)
     r.add_argument("--no-progress", action="store_true")
 
 
@@ -111,7 +122,7 @@ def _progress_callback(bar: tqdm):
     return update
 
 
-def _drive(store: RunStore, config: RunConfig, quiet: bool) -> int:
+def _drive(store: RunStore, config: RunConfig, evaluations: Evaluations, quiet: bool) -> int:
     """Run the controller to its stop; Ctrl-C stops cleanly. Prints the summary; returns the exit code."""
     candidates = store.load_candidates()
     seed = next(c for c in candidates if c.id == 0)
@@ -120,8 +131,9 @@ def _drive(store: RunStore, config: RunConfig, quiet: bool) -> int:
     population = make_population(config, candidates, store.next_attempt)
     bar = tqdm(total=config.run.iterations, initial=store.next_attempt - 1, unit="attempt",
                desc=store.path.name, disable=True if quiet else None, file=sys.stderr)
-    controller = Controller(store, config, population, proposer, make_suites(config, seed.evaluation),
-                            on_progress=_progress_callback(bar), recording=recording)
+    suites = make_suites(config, seed.evaluation, evaluations.device)
+    controller = Controller(store, config, population, proposer, suites, on_progress=_progress_callback(bar),
+                            recording=recording, evaluations=evaluations)
     started = time.monotonic()
     code = 0
     try:
@@ -164,27 +176,33 @@ def run(args: argparse.Namespace) -> int:
                         f"or pick another --name")
     make_proposer(config)  # fail fast on a bad endpoint, key or replay source before the seed's evaluation
     load_recording(config)
-    if offline:  # said once the settings are known good, so a mistake still gets a single error line
-        print("no model configured: using the offline 'mutate' proposer (pass --model and --api-base for an LLM)",
-              file=sys.stderr)
-    config = replace(config, run=replace(config.run, name=path.name))
-    store = RunStore.create(path, dump_toml(config), evaluate_seed(config))
-    with store:
-        return _drive(store, config, args.no_progress)
+    evaluations = make_evaluations(config)
+    try:
+        if offline:  # said once the settings are known good, so a mistake still gets a single error line
+            print("no model configured: using the offline 'mutate' proposer (pass --model and --api-base for an "
+                  "LLM)", file=sys.stderr)
+        config = replace(config, run=replace(config.run, name=path.name))
+        with RunStore.create(path, dump_toml(config), evaluate_seed(config, evaluations)) as store:
+            return _drive(store, config, evaluations, args.no_progress)
+    finally:
+        evaluations.shutdown()
 
 
 def _resume(args: argparse.Namespace) -> int:
     runs_dir = args.runs_dir or "runs"
     path = resolve_run(args.run_name, runs_dir)
     with RunStore.open(path) as store:
-        overrides = {key: getattr(args, dest, None) for dest, key in VERB_FLAGS.items()
-                     if dest in ("iterations", "max_time", "max_cost", "concurrency")}
+        overrides = {key: getattr(args, dest, None) for dest, key in VERB_FLAGS.items() if dest in RESUME_FLAGS}
         config = load_config(store.config_path, overrides)
-        store.save_config(dump_toml(config))
-        for repair in store.repairs:
-            print(f"resume: {repair}", file=sys.stderr)
-        done = store.next_attempt - 1
-        if done >= config.run.iterations:
-            print(f"{path}: all {config.run.iterations} attempts are done; pass --iterations N (> {done}) "
-                  f"to go on", file=sys.stderr)
-        return _drive(store, config, args.no_progress)
+        evaluations = make_evaluations(config)  # before the config is saved: it may be refused
+        try:
+            store.save_config(dump_toml(config))
+            for repair in store.repairs:
+                print(f"resume: {repair}", file=sys.stderr)
+            done = store.next_attempt - 1
+            if done >= config.run.iterations:
+                print(f"{path}: all {config.run.iterations} attempts are done; pass --iterations N (> {done}) "
+                      f"to go on", file=sys.stderr)
+            return _drive(store, config, evaluations, args.no_progress)
+        finally:
+            evaluations.shutdown()

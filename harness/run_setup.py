@@ -1,4 +1,5 @@
-"""Turning a RunConfig into the live parts of a run: proposer, suites, seed candidate, population.
+"""Turning a RunConfig into the live parts of a run: proposer, evaluation executor, suites, seed
+candidate, population.
 
 Shared by `run` (a new run) and `resume` (the same run again), so both build identical parts.
 """
@@ -12,14 +13,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from evaluator.errors import UserError
-from evaluator.evaluate import EvalOptions, evaluate, resolve_device
+from evaluator.evaluate import EvalOptions
 from evaluator.records import Evaluation
 from evaluator.sandbox import Limits
 from evaluator.scenarios import suite
 from harness import journal
 from harness.candidate import Candidate, code_hash
 from harness.config import RunConfig
-from harness.controller import Recorded, Suites
+from harness.controller import Recorded
+from harness.executors import EvalJob, Evaluations, Suites
+from harness.local_slots import LocalEvaluations, local_device
 from harness.population import Population
 from harness.proposers.base import Proposer
 from harness.proposers.mutate import MutateProposer
@@ -52,13 +55,25 @@ def make_proposer(config: RunConfig, check: bool = True) -> Proposer:
     return proposer
 
 
-def eval_options(config: RunConfig, seed: Evaluation | None = None) -> EvalOptions:
+def make_evaluations(config: RunConfig) -> Evaluations:
+    """Where this run's evaluations go: local worker slots, or Ray tasks (the optional extra)."""
+    run, ev = config.run, config.evaluator
+    if run.executor == "local":
+        return LocalEvaluations.on_this_machine(ev.device, ev.threads, run.workers)
+    try:
+        import ray  # noqa: F401 -- only to say clearly when the extra is missing
+    except ImportError as error:
+        raise UserError(f"executor 'ray' needs Ray, which cannot be imported here ({error}); install the extra "
+                        f"with pip install -e \".[ray]\" (on this machine and every Ray worker)") from None
+    from harness.ray_executor import RayEvaluations
+
+    return RayEvaluations.connect(run.ray_address, ev.device, ev.threads, run.workers)
+
+
+def eval_options(config: RunConfig, seed: Evaluation | None = None, device: str | None = None) -> EvalOptions:
+    """`device`: where candidates run, as the executor resolved it; None: this machine's."""
     ev = config.evaluator
-    device = resolve_device(ev.device)
-    if device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            raise UserError("[evaluator] device = \"cuda\" but no CUDA device is visible; use \"auto\" or \"cpu\"")
+    device = device or local_device(ev.device)
     limits = Limits(deadline_s=ev.deadline_s, call_timeout_s=ev.call_timeout_s, memory_mb=ev.memory_mb,
                     threads=ev.threads, sandbox=ev.sandbox)
     seed_runtimes = {s.name: s.runtime_ms for s in seed.scenarios} if seed is not None else None
@@ -66,23 +81,24 @@ def eval_options(config: RunConfig, seed: Evaluation | None = None) -> EvalOptio
                        seed_runtime_ms=seed_runtimes)
 
 
-def make_suites(config: RunConfig, seed: Evaluation | None = None) -> Suites:
+def make_suites(config: RunConfig, seed: Evaluation | None = None, device: str | None = None) -> Suites:
     ev = config.evaluator
     quick = tuple(suite("quick")) if ev.cascade and ev.suite != "quick" else None
-    return Suites(name=ev.suite, scenarios=tuple(suite(ev.suite)), options=eval_options(config, seed),
+    return Suites(name=ev.suite, scenarios=tuple(suite(ev.suite)), options=eval_options(config, seed, device),
                   quick=quick, cascade_margin=ev.cascade_margin)
 
 
-def evaluate_seed(config: RunConfig) -> Candidate:
-    """The root of every run: the shipped seed program, evaluated on the run's suite."""
-    suites = make_suites(config)
+def evaluate_seed(config: RunConfig, evaluations: Evaluations) -> Candidate:
+    """The root of every run: the shipped seed program, evaluated on the run's full suite where its
+    candidates will be (the same kind of worker, so their speeds compare)."""
+    suites = replace(make_suites(config, device=evaluations.device), quick=None)
     print(f"evaluating the seed on the '{suites.name}' suite ...", file=sys.stderr)
-    evaluation = evaluate(SEED_PATH, list(suites.scenarios), suites.name, suites.options)
+    code = SEED_PATH.read_text(encoding="utf-8")
+    _, evaluation = evaluations.submit(EvalJob(code, SEED_PATH.name, suites)).result()
     if not evaluation.valid:
         raise UserError(f"the seed program failed to evaluate ({evaluation.error}); check the evaluator "
                         f"settings (e.g. call_timeout_s) in the config")
     evaluation = replace(evaluation, speedup_vs_seed=1.0)
-    code = SEED_PATH.read_text(encoding="utf-8")
     return Candidate(id=0, parent_ids=(), island=0, name="seed", description=SEED_DESCRIPTION, code=code,
                      code_hash=code_hash(code), status="valid", evaluation=evaluation, model="",
                      prompt_tokens=0, completion_tokens=0, cost=0.0, iteration=0, created_at=time.time())

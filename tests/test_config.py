@@ -36,6 +36,8 @@ def test_flags_override_the_file_which_overrides_the_defaults(tmp_path: Path) ->
     ("[populaton]\nislands = 3\n", "run.toml: unknown section 'populaton'; did you mean 'population'?"),
     ("[run]\niterations = \"5\"\n", "run.toml: [run] iterations must be an integer, got '5' (a string)"),
     ("[run]\nconcurrency = 0\n", "run.toml: [run] concurrency must be >= 1, got 0"),
+    ("[run]\nworkers = 0\n", "run.toml: [run] workers must be >= 1, got 0"),
+    ('[run]\nexecutor = "dask"\n', '[run] executor must be one of "local", "ray", got \'dask\''),
     ("[evaluator]\ncascade = 1\n", "run.toml: [evaluator] cascade must be true or false, got 1"),
     ("[run]\nseed = true\n", "run.toml: [run] seed must be an integer, got True"),
     ('[evaluator]\ndevice = "gpu"\n', '[evaluator] device must be one of "auto", "cpu", "cuda", got \'gpu\''),
@@ -80,6 +82,7 @@ def test_a_missing_file_is_a_user_error(tmp_path: Path) -> None:
 def test_dump_then_load_gives_the_same_config(tmp_path: Path) -> None:
     changed = load_config(None, {
         "run.name": "exp-1", "run.max_time_s": 3600.0, "run.max_cost": 2.5, "run.seed": -4,
+        "run.workers": 3, "run.executor": "ray", "run.ray_address": "ray://head:10001",
         "evaluator.device": "cuda", "evaluator.cascade": True, "evaluator.cascade_margin": 1e-05,
         "population.selection": "hill_climb", "population.power_law_exponent": math.inf,
         "proposer.kind": "replay", "proposer.replay_from": 'runs/old "quoted" \\ dir\tx\x7f',

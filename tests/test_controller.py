@@ -73,7 +73,10 @@ def llm(server: FakeOpenAIServer, **overrides) -> LLMProposer:
 
 
 def start(path: Path, seed: Candidate, proposer, **settings) -> tuple[RunStore, Controller]:
-    overrides = {"evaluator.device": "cpu", "run.iterations": 4, "population.islands": 1, **settings}
+    # One worker: these tests script what each prompt shows, so each evaluation must be recorded
+    # before the next attempt is planned (with more, the next proposal overlaps the evaluation).
+    overrides = {"evaluator.device": "cpu", "run.iterations": 4, "population.islands": 1, "run.workers": 1,
+                 **settings}
     config = load_config(None, overrides)
     store = RunStore.create(path, dump_toml(config), seed)
     population = make_population(config, store.load_candidates(), store.next_attempt)

@@ -282,8 +282,10 @@ def llm_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LLMRuns]:
     runs = tmp_path_factory.mktemp("llm")
     config = runs / "llm.toml"
     config.write_text(LLM_CONFIG)
+    # One worker: the script is consumed in attempt order, and a replay reproduces the commit order
+    # only when each evaluation is recorded before the next attempt is planned.
     common = ["--runs-dir", runs, "--config", config, "--suite", "quick", "--iterations", len(LLM_SCRIPT),
-              "--seed", "5", "--islands", "1", "--fix-attempts", "1", "--no-progress"]
+              "--seed", "5", "--islands", "1", "--fix-attempts", "1", "--workers", "1", "--no-progress"]
     with FakeOpenAIServer() as server, pytest.MonkeyPatch.context() as env:
         env.setenv("OPENAI_API_KEY", SECRET)
         server.push(*[b for conversation in LLM_SCRIPT for b in conversation])
