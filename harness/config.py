@@ -38,7 +38,7 @@ class RunSettings:
     max_cost: float | None = _limit(None, ge=0)  # dollars
     seed: int = 0
     concurrency: int = _limit(1, ge=1)  # proposals (model conversations) in flight at once
-    fix_attempts: int = _limit(1, ge=0)  # follow-up model calls when a patch does not apply
+    fix_attempts: int = _limit(2, ge=0)  # follow-up model calls when a patch does not apply
     # Evaluations at once. None: what the executor allows -- locally, one per [evaluator] threads
     # physical cores (and one per GPU on cuda); on Ray, the cluster's CPUs / threads (or its GPUs).
     workers: int | None = _limit(None, ge=1)
