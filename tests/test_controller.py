@@ -75,8 +75,9 @@ def llm(server: FakeOpenAIServer, **overrides) -> LLMProposer:
 def start(path: Path, seed: Candidate, proposer, **settings) -> tuple[RunStore, Controller]:
     # One worker: these tests script what each prompt shows, so each evaluation must be recorded
     # before the next attempt is planned (with more, the next proposal overlaps the evaluation).
+    # One fix turn: the scripted answers below assume each failed patch is retried once.
     overrides = {"evaluator.device": "cpu", "run.iterations": 4, "population.islands": 1, "run.workers": 1,
-                 **settings}
+                 "run.fix_attempts": 1, **settings}
     config = load_config(None, overrides)
     store = RunStore.create(path, dump_toml(config), seed)
     population = make_population(config, store.load_candidates(), store.next_attempt)
