@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO / "seed_program" / "eplb.py"
@@ -66,6 +67,17 @@ def test_scores_are_identical_across_repeated_evaluations(trace, search_run, tmp
     assert [w["balancedness"] for w in again["scenarios"][0]["windows"]] == \
            [w["balancedness"] for w in search_run["scenarios"][0]["windows"]]
     assert again["balancedness_slot"] == search_run["balancedness_slot"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_evaluation_scores_like_the_cpu_one_and_auto_picks_the_gpu(trace, tmp_path):
+    runs = {device: json.loads(eplb("eval", str(SEED), "--trace", str(trace), *SHAPE_FLAGS, "--json",
+                                    "--no-speedup", "--device", device, cache=tmp_path).stdout)
+            for device in ("auto", "cpu")}
+    assert runs["auto"]["valid"] and runs["auto"]["device"] == "cuda" and runs["cpu"]["device"] == "cpu"
+    assert [w["balancedness"] for w in runs["auto"]["scenarios"][0]["windows"]] == \
+           [w["balancedness"] for w in runs["cpu"]["scenarios"][0]["windows"]]
 
 
 def test_heldout_windows_differ_from_search_windows(trace, search_run, tmp_path):

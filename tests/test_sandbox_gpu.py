@@ -29,3 +29,11 @@ def test_host_memory_is_capped_on_cuda_too(tmp_path):
 def test_timing_tampering_is_caught_on_cuda(tmp_path):
     exc, _ = failure(program("clock_patch", tmp_path), Limits(), device="cuda")
     assert exc.reason.startswith("timing tampering: child reported")
+
+
+def test_queued_gpu_work_is_inside_the_timed_span(tmp_path):
+    with CandidateProcess(program("gpu_async", tmp_path), Limits(call_timeout_s=60), device="cuda") as candidate:
+        candidate.start()
+        result = candidate.call(window(0), *ARGS)
+    assert result.phy2log.device.type == "cpu" and result.phy2log.shape == (4, 24)
+    assert 0.9 <= result.runtime_s <= result.round_trip_s

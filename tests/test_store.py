@@ -240,7 +240,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -
     RunStore.create(path, "", candidate(0)).close()
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")])}
     rng = random.Random(7)
     repairs: list[str] = []
     for round_ in range(12):  # at least 4 rounds, and on until a kill has landed inside an attempt
