@@ -9,17 +9,25 @@ Protocol per scenario with windows w_0..w_{n-1}:
 - calls on w_0..w_{n-2}; the placement from w_i is scored on w_{i+1} (forecast error is part of the
   game) and on w_i itself (in-sample);
 - runtime is the median of the per-call times the sandbox certifies; scoring is outside that span.
+
+Timing (`EvalOptions.normalise_timing`, on by default): the candidate is pinned to its cores (a
+worker slot's, else `cores.default_cpus`), the keeper times the yardstick on those cores before
+the first call and after each one, and each call's time is scaled by the machine's calibrated
+yardstick over the mean of the two beside it (evaluator.yardstick, evaluator.timing_reference).
+That cancels the host's speed swings, so `runtime_ms` is repeatable across evaluations; the
+wall-clock figures are kept beside it (`runtime_ms_raw`). With it off, `runtime_ms` is wall clock.
 """
 from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from evaluator import metrics
+from evaluator import metrics, timing_reference, yardstick
+from evaluator.cores import default_cpus
 from evaluator.records import Evaluation, ScenarioResult, WindowResult
 from evaluator.sandbox import CandidateFailure, CandidateProcess, Limits
 from evaluator.scenarios import Scenario
@@ -30,13 +38,15 @@ DEFAULT_REBALANCE_PERIOD_S = 10.0
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """How to evaluate. `seed_runtime_ms` (per scenario name) enables `speedup_vs_seed`."""
+    """How to evaluate. `seed_runtime_ms` (per scenario name) enables `speedup_vs_seed`;
+    `normalise_timing` False reports wall-clock runtimes (see the module docstring)."""
 
     device: str = "cpu"
     heldout: bool = False
     rebalance_period_s: float = DEFAULT_REBALANCE_PERIOD_S
     limits: Limits = field(default_factory=Limits)
     seed_runtime_ms: dict[str, float] | None = None
+    normalise_timing: bool = True
 
 
 class _Invalid(Exception):
@@ -81,19 +91,28 @@ def _bounds(scenario: Scenario, heldout: bool, windows: torch.Tensor) -> list[fl
     return _BOUNDS[key]
 
 
-def _score_scenario(proc: CandidateProcess, scenario: Scenario, options: EvalOptions) -> ScenarioResult:
+def _score_scenario(proc: CandidateProcess, scenario: Scenario, options: EvalOptions,
+                    reference_ms: float | None) -> ScenarioResult:
+    """`reference_ms`: the calibrated yardstick to normalise to; None for wall-clock timing."""
     windows = scenario.heldout_windows() if options.heldout else scenario.search_windows()
     num_gpus = scenario.shape.num_gpus
     bounds = _bounds(scenario, options.heldout, windows)
     _checked_call(proc, scenario, windows[0].flip(-1).contiguous(), "warm-up call")
+    beside = [proc.yardstick_ms()] if reference_ms else []
     rows: list[WindowResult] = []
     for i in range(windows.shape[0] - 1):
         result = _checked_call(proc, scenario, windows[i], f"window {i}")
+        raw_ms = runtime_ms = result.runtime_s * 1e3
+        yardstick_ms = None
+        if reference_ms:
+            beside.append(proc.yardstick_ms())
+            yardstick_ms = (beside[-2] + beside[-1]) / 2
+            runtime_ms = yardstick.normalised_ms(raw_ms, yardstick_ms, reference_ms)
         gpu, slot = metrics.placement_balancedness(windows[i + 1], result.phy2log, result.logcnt, num_gpus)
         insample, _ = metrics.placement_balancedness(windows[i], result.phy2log, result.logcnt, num_gpus)
         rows.append(WindowResult(index=i, balancedness=gpu, balancedness_slot=slot,
                                  balancedness_insample=insample, bound=bounds[i],
-                                 runtime_ms=result.runtime_s * 1e3))
+                                 runtime_ms=runtime_ms, runtime_ms_raw=raw_ms, yardstick_ms=yardstick_ms))
     balancedness = statistics.fmean(r.balancedness for r in rows)
     runtime_ms = metrics.median([r.runtime_ms for r in rows])
     return ScenarioResult(
@@ -106,6 +125,7 @@ def _score_scenario(proc: CandidateProcess, scenario: Scenario, options: EvalOpt
         runtime_ms=runtime_ms,
         combined_score=metrics.combined_score(balancedness, runtime_ms / 1e3, options.rebalance_period_s),
         windows=tuple(rows),
+        runtime_ms_raw=metrics.median([r.runtime_ms_raw for r in rows]),
     )
 
 
@@ -138,12 +158,18 @@ def evaluate(program: Path, scenarios: list[Scenario], suite: str, options: Eval
     torch.set_num_threads(1)
     started = time.perf_counter()
     device = resolve_device(options.device)
-    proc = CandidateProcess(Path(program), options.limits, device=device)
+    limits = options.limits
+    if not limits.cpus:
+        limits = replace(limits, cpus=default_cpus(limits.threads))
+    proc = CandidateProcess(Path(program), limits, device=device)
     common = dict(device=device, sandbox=proc.sandbox, suite=suite, heldout=options.heldout)
+    reference_ms = None
     try:
         with proc:
             proc.start()
-            results = [_score_scenario(proc, s, options) for s in scenarios]
+            if options.normalise_timing:
+                reference_ms = timing_reference.reference_ms(proc, limits.cpus)
+            results = [_score_scenario(proc, s, options, reference_ms) for s in scenarios]
     except (CandidateFailure, _Invalid) as failure:
         detail = "\n".join(part for part in (failure.detail, proc.output()) if part).strip()
         feedback = f"INVALID: {failure.reason}" + (f"\n{detail}" if detail else "")
@@ -156,6 +182,8 @@ def evaluate(program: Path, scenarios: list[Scenario], suite: str, options: Eval
         balancedness_insample=statistics.fmean(r.balancedness_insample for r in results),
         bound_gap=statistics.fmean(r.bound_gap for r in results),
         runtime_ms=statistics.fmean(r.runtime_ms for r in results),
+        runtime_ms_raw=statistics.fmean(r.runtime_ms_raw for r in results),
+        timing_reference_ms=reference_ms,
         speedup_vs_seed=_speedup(results, options.seed_runtime_ms),
         feedback=feedback_for(results, options.rebalance_period_s),
         scenarios=tuple(results), wall_s=time.perf_counter() - started, **common)

@@ -7,6 +7,10 @@ creates the candidate's private HOME/TMPDIR, forks the child and then only watch
 - the child's pidfd: the child exiting (crash, signal, os._exit) ends the candidate;
 - on CUDA, the child's resident memory against its cap (RLIMIT_AS cannot cap a CUDA process, which
   maps a huge address space).
+On the lifeline the evaluator may also ask for the *yardstick* (evaluator.yardstick), the reference
+workload that normalises runtimes: the keeper runs it on the candidate's cores (it pins itself to
+them before forking the child) with every candidate process stopped (SIGSTOP), so nothing the
+candidate leaves running between calls can slow it down, and answers with its time.
 Then it kills every process left below it (proctree.kill_subtree), removes the private directory,
 reports how the child ended on the lifeline, and exits. No candidate code ever runs in the keeper.
 
@@ -30,7 +34,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from evaluator import child, privileges, proctree, wire
+from evaluator import child, privileges, proctree, wire, yardstick
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -77,6 +81,8 @@ def run_keeper(spec: ChildSpec, privs: Privileges, base_dir: str, data_fd: int, 
         if privs.switch_user:
             os.chown(home, privileges.NOBODY, privileges.NOBODY)
         baseline_r, baseline_w = os.pipe()
+        if spec.cpus:  # the yardstick must run where the candidate does
+            os.sched_setaffinity(0, spec.cpus)
         pid = os.fork()
         if pid == 0:
             lifeline.close()
@@ -105,13 +111,17 @@ def _watch(spec: ChildSpec, pid: int, lifeline: socket.socket, baseline_r: int) 
     for fd in (pidfd, lifeline.fileno(), baseline_r):
         poller.register(fd, select.POLLIN)
     rss_limit = None
+    yardsticks = 0
     while True:
         ready = {fd for fd, _ in poller.poll(int(RSS_POLL_S * 1000) if rss_limit else None)}
         if pidfd in ready:
             _, status = os.waitpid(pid, 0)
             return _describe(status)
         if lifeline.fileno() in ready:
-            return {"status": "killed"}  # a kill request or EOF: either way, end it
+            if _request(lifeline) != "yardstick":
+                return {"status": "killed"}  # a kill request or EOF: either way, end it
+            yardsticks += 1
+            wire.send_control(lifeline, {"op": "yardstick", "ns": _yardstick_ns(first=yardsticks == 1)})
         if baseline_r in ready:  # the child's footprint once set up (CUDA context included)
             raw = os.read(baseline_r, _BASELINE.size)
             poller.unregister(baseline_r)
@@ -119,6 +129,28 @@ def _watch(spec: ChildSpec, pid: int, lifeline: socket.socket, baseline_r: int) 
                 rss_limit = _BASELINE.unpack(raw)[0] + spec.memory_mb * 2**20
         if rss_limit is not None and proctree.rss_bytes(pid) > rss_limit:
             return {"status": "memory", "limit_mb": spec.memory_mb}
+
+
+def _request(lifeline: socket.socket) -> str | None:
+    """The op the evaluator sent on the lifeline; None for EOF or anything unreadable."""
+    try:
+        message, _ = wire.recv_control(lifeline)
+    except (OSError, wire.WireError):
+        return None
+    return message.get("op") if isinstance(message.get("op"), str) else None
+
+
+def _yardstick_ns(first: bool) -> int:
+    """One timed yardstick run with the candidate's processes stopped (after an untimed one the
+    first time: the first run in a process pays for torch's lazy set-up)."""
+    stopped = proctree.stop_subtree()
+    try:
+        if first:
+            torch.set_num_threads(1)
+            yardstick.run_ns()
+        return yardstick.run_ns()
+    finally:
+        proctree.resume(stopped)
 
 
 def _describe(status: int) -> dict[str, Any]:

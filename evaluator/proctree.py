@@ -62,12 +62,44 @@ def kill_subtree(spare: Iterable[int] = (), timeout_s: float = 5.0,
             return True
         if time.monotonic() > end:
             return False
-        for pid in targets:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _signal_all(targets, signal.SIGKILL)
         time.sleep(0.001)  # let the kills land and the zombies appear before the next round
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (children, theirs, ...), as /proc shows them now."""
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = set().union(*(children(p) for p in frontier)) - found
+        found |= frontier
+    return found
+
+
+def stop_subtree(rounds: int = 10) -> set[int]:
+    """SIGSTOP every descendant of this process, looking again until no new one appears (one may
+    have been forking as its parent was stopped); returns the pids stopped, for `resume`."""
+    stopped: set[int] = set()
+    for _ in range(rounds):
+        fresh = descendants(os.getpid()) - stopped
+        if not fresh:
+            break
+        _signal_all(fresh, signal.SIGSTOP)
+        stopped |= fresh
+    return stopped
+
+
+def resume(pids: Iterable[int]) -> None:
+    """SIGCONT each of `pids` that still exists."""
+    _signal_all(pids, signal.SIGCONT)
+
+
+def _signal_all(pids: Iterable[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
 
 
 def rss_bytes(pid: int) -> int:

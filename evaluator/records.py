@@ -17,7 +17,9 @@ class WindowResult:
     balancedness_slot: float  # slot-level, on the next window (ADRS definition)
     balancedness_insample: float  # GPU-level, on the window it was fitted on
     bound: float  # best GPU-level balancedness any placement could reach on the next window
-    runtime_ms: float  # this call's time (the warm-up call is not among these)
+    runtime_ms: float  # this call's time, normalised by the yardstick unless timing is wall-clock
+    runtime_ms_raw: float | None = None  # the call's wall-clock time (certified by the sandbox)
+    yardstick_ms: float | None = None  # the yardstick beside this call (None: wall-clock timing)
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class ScenarioResult:
     runtime_ms: float  # median per-call time
     combined_score: float
     windows: tuple[WindowResult, ...] = ()
+    runtime_ms_raw: float | None = None  # median per-call wall-clock time
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class Evaluation:
     scenarios: tuple[ScenarioResult, ...] = ()
     wall_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    runtime_ms_raw: float | None = None  # mean over scenarios of the median wall-clock call time
+    timing_reference_ms: float | None = None  # the machine's calibrated yardstick (None: wall clock)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

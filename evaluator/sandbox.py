@@ -33,6 +33,8 @@ How a candidate is held (modules in brackets):
   the child is still trustworthy), the transfer time of the outputs and 1 ms. So a program that
   patches the clock, the child or the wire format gains at most about a millisecond, while an
   honest call delayed by scheduling noise is not rejected (its figure just absorbs the noise).
+  Between calls, `yardstick_ms()` has the keeper time the reference workload that normalises
+  runtimes (evaluator.yardstick) on the candidate's cores, with every candidate process stopped.
 
 Sandboxes (`Limits.sandbox`; the `sandbox` property says which one is in force):
 - "process": the above. What it cannot stop: reading any file its uid (or capability) can read,
@@ -67,6 +69,7 @@ CLAMP_MARGIN_S = 0.001  # for the IPC overhead of a call varying from that of th
 PINGS = 5
 DETAIL_CHARS = 8000
 CLOSE_TIMEOUT_S = 10.0
+YARDSTICK_TIMEOUT_S = 10.0  # a few ms of work; more means the keeper is stuck
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,23 @@ class CandidateProcess:
         runtime_s = self._checked_runtime(claimed_ns / 1e9, round_trip_ns / 1e9, reply.payload_bytes)
         return CallResult(*reply.tensors, runtime_s=runtime_s, round_trip_s=round_trip_ns / 1e9,
                           reported_s=claimed_ns / 1e9)
+
+    def yardstick_ms(self) -> float:
+        """The yardstick's time now (evaluator.yardstick), run by the keeper on the candidate's cores
+        with the candidate stopped; call it between calls. CandidateFailure if the child has ended."""
+        if self._state != "running":
+            raise CandidateFailure(f"the candidate process is {self._state}, not running")
+        assert self._lifeline is not None
+        phase = f"the timing reference after call {self._calls}"
+        try:
+            wire.send_control(self._lifeline, {"op": "yardstick"})
+            reply, _ = wire.recv_control(self._lifeline, timeout=YARDSTICK_TIMEOUT_S)
+        except (OSError, wire.WireError):  # the keeper is gone (or hung): say how the child ended
+            self._fail_ended(phase)
+        if reply.get("op") != "yardstick":  # the keeper's report that the child ended meanwhile
+            self._ending = reply
+            self._fail_ended(phase)
+        return int(reply["ns"]) / 1e6
 
     def output(self) -> str:
         """The child's stdout and stderr so far (head and tail, at most output_cap_bytes)."""

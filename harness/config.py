@@ -58,6 +58,8 @@ class EvaluatorSettings:
     memory_mb: int = _limit(4096, ge=64)
     threads: int = _limit(1, ge=1)
     sandbox: Literal["process", "bwrap"] = "process"
+    # runtime_ms normalised by the yardstick beside each call, or plain wall clock (evaluator.evaluate)
+    timing: Literal["normalised", "wall"] = "normalised"
     cascade: bool = False  # score on a quick subset first; finish only promising programs
     cascade_margin: float = _limit(0.05, ge=0, le=1)
 

@@ -49,6 +49,9 @@ def add_limit_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--call-timeout", type=float, default=d.call_timeout_s, metavar="S")
     p.add_argument("--deadline", type=float, default=d.deadline_s, metavar="S", help="whole-evaluation deadline")
     p.add_argument("--memory-mb", type=int, default=d.memory_mb)
+    p.add_argument("--timing", choices=("normalised", "wall"), default="normalised",
+                   help="runtime_ms normalised by the yardstick beside each call (repeatable on a noisy "
+                        "machine; the default) or plain wall clock; both are in --json")
 
 
 def options_from(args: argparse.Namespace) -> EvalOptions:
@@ -62,7 +65,8 @@ def options_from(args: argparse.Namespace) -> EvalOptions:
     limits = Limits(deadline_s=args.deadline, call_timeout_s=args.call_timeout, memory_mb=args.memory_mb,
                     threads=args.threads, sandbox=args.sandbox)
     return EvalOptions(device=device, heldout=getattr(args, "heldout", False),
-                       rebalance_period_s=args.period, limits=limits)
+                       rebalance_period_s=args.period, limits=limits,
+                       normalise_timing=args.timing == "normalised")
 
 
 def check_program_file(path: Path) -> None:
@@ -128,4 +132,7 @@ def render_table(program: Path, result: Evaluation) -> str:
              f"{result.balancedness_insample:>9.4f} {result.bound_gap:>9.4f} {result.runtime_ms:>10.2f} "
              f"{result.combined_score:>8.4f}")
     tail = f"valid: yes   speedup_vs_seed: {_fmt(result.speedup_vs_seed, 2)}   wall: {result.wall_s:.1f} s"
-    return "\n".join([head, cols, *rows, "-" * len(cols), total, tail])
+    timing = ("runtime: wall clock" if result.timing_reference_ms is None else
+              f"runtime: normalised to this machine's yardstick ({result.timing_reference_ms:.2f} ms); "
+              f"wall clock {_fmt(result.runtime_ms_raw, 2)} ms")
+    return "\n".join([head, cols, *rows, "-" * len(cols), total, tail, timing])

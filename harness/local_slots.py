@@ -36,6 +36,7 @@ from typing import Sequence
 import torch
 
 from evaluator import privileges, proctree
+from evaluator.cores import physical_cores
 from evaluator.errors import UserError
 from evaluator.evaluate import resolve_device
 from evaluator.records import Evaluation
@@ -75,19 +76,6 @@ def plan_slots(workers: int | None, threads: int, cores: Sequence[Sequence[int]]
     size = min(threads, len(cores))
     return tuple(Slot(tuple(sorted(cpu for core in cores[i * size:(i + 1) * size] for cpu in core)),
                       None if gpus is None else gpus[i]) for i in range(count))
-
-
-def physical_cores(cpus: Sequence[int]) -> list[tuple[int, ...]]:
-    """`cpus` grouped by physical core (hyperthread siblings together), as sysfs tells; a CPU it
-    says nothing about is a core of its own."""
-    cores: dict[str, list[int]] = {}
-    for cpu in sorted(cpus):
-        try:
-            key = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip()
-        except OSError:
-            key = f"cpu{cpu}"
-        cores.setdefault(key, []).append(cpu)
-    return [tuple(core) for core in cores.values()]
 
 
 def local_device(requested: str) -> str:

@@ -78,7 +78,7 @@ def eval_options(config: RunConfig, seed: Evaluation | None = None, device: str 
                     threads=ev.threads, sandbox=ev.sandbox)
     seed_runtimes = {s.name: s.runtime_ms for s in seed.scenarios} if seed is not None else None
     return EvalOptions(device=device, rebalance_period_s=ev.rebalance_period_s, limits=limits,
-                       seed_runtime_ms=seed_runtimes)
+                       seed_runtime_ms=seed_runtimes, normalise_timing=ev.timing == "normalised")
 
 
 def make_suites(config: RunConfig, seed: Evaluation | None = None, device: str | None = None) -> Suites:

@@ -54,6 +54,21 @@ def test_valid_program_prints_json_with_every_field_and_exits_0(trace, tmp_path)
     assert "balancedness" in data["feedback"]
 
 
+def test_runtimes_are_normalised_by_the_yardstick_unless_wall_clock_is_asked_for(trace, tmp_path):
+    runs = {timing: json.loads(eplb("eval", str(SEED), "--trace", str(trace), *SHAPE_FLAGS, "--json",
+                                    "--no-speedup", "--timing", timing, cache=tmp_path).stdout)
+            for timing in ("normalised", "wall")}
+    normalised, wall = runs["normalised"], runs["wall"]
+    reference = normalised["timing_reference_ms"]
+    assert reference > 0 and wall["timing_reference_ms"] is None
+    for w in normalised["scenarios"][0]["windows"]:
+        assert w["runtime_ms"] == pytest.approx(w["runtime_ms_raw"] * reference / w["yardstick_ms"])
+    for w in wall["scenarios"][0]["windows"]:
+        assert w["runtime_ms"] == w["runtime_ms_raw"] and w["yardstick_ms"] is None
+    assert wall["runtime_ms"] == wall["runtime_ms_raw"]
+    assert (tmp_path / "eplb-evolve" / "yardstick.json").is_file()  # calibrated once, cached
+
+
 @pytest.fixture(scope="module")
 def search_run(trace, tmp_path_factory) -> dict:
     cache = tmp_path_factory.mktemp("cache")

@@ -24,7 +24,7 @@ from evaluator.sandbox import Limits
 from evaluator.scenarios import Scenario, Shape
 from evaluator.synthetic import SyntheticSource, TraceParams
 from harness.executors import EvalJob, LocalExecutor, Suites
-from harness.local_slots import LocalEvaluations, Slot, physical_cores, plan_slots, worker_for
+from harness.local_slots import LocalEvaluations, Slot, plan_slots, worker_for
 from test_run_command import ROOT, cli, error_line
 
 
@@ -120,12 +120,6 @@ def test_slots_are_disjoint_sets_of_whole_cores_of_the_thread_count_with_a_gpu_e
         (0, 4), (1, 5), (2, 6), (3, 7)]
     # one slot always fits: a single evaluation shares a core with no other timed run
     assert plan_slots(None, 4, [(0,), (1,)], None) == (Slot((0, 1)),)
-
-
-def test_this_machines_cores_are_read_from_sysfs():
-    cores = physical_cores(os.sched_getaffinity(0))
-    assert sorted(cpu for core in cores for cpu in core) == sorted(os.sched_getaffinity(0))
-    assert physical_cores([10_000]) == [(10_000,)]  # a CPU sysfs knows nothing of is a core of its own
 
 
 @pytest.mark.parametrize(("workers", "threads", "gpus", "room"),

@@ -1,0 +1,61 @@
+"""The yardstick: a fixed reference workload timed beside every candidate call, so runtimes can be
+normalised for the machine's momentary speed.
+
+Why: on a shared or virtual machine the host's speed swings by up to 2x from one second to the
+next (measured on the 2-core development VM: identical in-process calls of the seed took 16 ms in
+one stretch and 32 ms in the next), so two evaluations of the same program minutes apart could
+differ by 10-15% in median runtime, enough to reorder candidates in a search. Timing this
+workload on the same core within milliseconds of each call and scaling the call by
+`reference / yardstick` cancels most of that (measured: the CV over repeated evaluations of the
+seed fell from 6-11% to 3%).
+
+The workload looks like an EPLB program, because the correction is only as good as the resemblance:
+a greedy packing loop of small torch ops (argmin, gather, scatter) with Python bookkeeping, on one
+thread, a few milliseconds long. It runs in the trusted keeper with the candidate's processes
+stopped (keeper.py), never in the candidate's own process, so a candidate cannot slow it down to
+make itself look faster.
+
+`reference` is this machine's calibrated yardstick time (evaluator.timing_reference), so normalised
+runtimes still read as milliseconds on this machine.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+LAYERS, ITEMS, PACKS, PASSES = 16, 64, 8, 3
+
+
+def _loads() -> torch.Tensor:
+    return torch.rand(LAYERS, ITEMS, generator=torch.Generator().manual_seed(0)) * 100
+
+
+def workload(loads: torch.Tensor) -> float:
+    """Greedy heaviest-first packing of every row, PASSES times; returns a checksum (so the work
+    cannot be skipped)."""
+    total = 0.0
+    for _ in range(PASSES):
+        order = torch.argsort(loads, dim=-1, descending=True, stable=True)
+        packs = torch.zeros(LAYERS, PACKS)
+        sizes = [0] * PACKS
+        for column in range(ITEMS):
+            item = loads.gather(-1, order[:, column:column + 1])
+            pack = packs.argmin(-1, keepdim=True)
+            packs.scatter_add_(-1, pack, item)
+            sizes[column % PACKS] += 1
+        total += float(packs.max()) + sum(sizes)
+    return total
+
+
+def run_ns() -> int:
+    """One timed run of the workload, in nanoseconds (single-threaded torch is the caller's job)."""
+    loads = _loads()
+    started = time.perf_counter_ns()
+    workload(loads)
+    return time.perf_counter_ns() - started
+
+
+def normalised_ms(raw_ms: float, yardstick_ms: float, reference_ms: float) -> float:
+    """A call's runtime at the machine's calibrated speed: raw x reference / yardstick now."""
+    return raw_ms * reference_ms / yardstick_ms
