@@ -9,7 +9,9 @@ identical. PASS when the seed takes at least 20 times as long.
 
 Balance of forecast_lpt (baseline 2), on every default-suite scenario, on its search windows
 and on its held-out windows: the seed and forecast_lpt are fitted on window i and scored on
-window i+1 (GPU-level balancedness, as the evaluator scores it), for every consecutive pair.
+window i+1 (GPU-level balancedness, as the evaluator scores it), for every consecutive pair,
+called in the evaluator's order (a reversed warm-up window, then the windows in time order, fresh
+history per scenario and window set: forecast_lpt forecasts from the history of past windows).
 The seed's placements come from the vectorised seed, which is the seed exactly (checked above
 and in tests/test_baselines.py) and keeps this part fast. Printed per scenario and window set:
 the two means, the gain with its standard error over the pairs (paired), the share of pairs
@@ -100,9 +102,17 @@ class Scored:
 
 
 def next_window_balance(program: Program, windows: torch.Tensor, scenario: Scenario) -> Scored:
-    """Fit on window i, score on window i+1, for every consecutive pair; time each call."""
+    """Fit on window i, score on window i+1, for every consecutive pair; time each call.
+
+    The calls are the evaluator's sequence for one scenario (evaluator/evaluate.py): an untimed
+    warm-up on window 0 with its expert order reversed, then windows 0..n-2 in time order, with
+    forecast_lpt's history forgotten first, as in a fresh evaluation process. forecast_lpt keeps
+    history between calls, so its figures depend on that sequence; the seed's do not.
+    """
     args = shape_args(scenario)
     scored = Scored([], [])
+    forecast_lpt.reset_history()
+    program(windows[0].flip(-1).contiguous(), *args)
     for fit, score in zip(windows[:-1], windows[1:]):
         start = time.perf_counter()
         phy2log, _, logcnt = program(fit, *args)
