@@ -12,8 +12,10 @@ Protocol per scenario with windows w_0..w_{n-1}:
 
 Timing (`EvalOptions.normalise_timing`, on by default): the candidate is pinned to its cores (a
 worker slot's, else `cores.default_cpus`), the keeper times the yardstick on those cores before
-the first call and after each one, and each call's time is scaled by the machine's calibrated
-yardstick over the mean of the two beside it (evaluator.yardstick, evaluator.timing_reference).
+each scenario's first call and after each call, and each call's time is scaled by the machine's
+calibrated yardstick over the mean of the two beside it (evaluator.yardstick,
+evaluator.timing_reference; the first evaluation on a machine calibrates it from its own
+yardsticks, so the scaling is applied once all calls are done).
 That cancels the host's speed swings, so `runtime_ms` is repeatable across evaluations; the
 wall-clock figures are kept beside it (`runtime_ms_raw`). With it off, `runtime_ms` is wall clock.
 """
@@ -91,40 +93,59 @@ def _bounds(scenario: Scenario, heldout: bool, windows: torch.Tensor) -> list[fl
     return _BOUNDS[key]
 
 
-def _score_scenario(proc: CandidateProcess, scenario: Scenario, options: EvalOptions,
-                    reference_ms: float | None) -> ScenarioResult:
-    """`reference_ms`: the calibrated yardstick to normalise to; None for wall-clock timing."""
+@dataclass(frozen=True)
+class _Measured:
+    """One scenario's calls, scored; runtimes still wall clock. `yardsticks`: every yardstick time
+    taken beside its calls (before the first and after each), empty for wall-clock timing."""
+
+    scenario: Scenario
+    rows: tuple[WindowResult, ...]
+    yardsticks: tuple[float, ...]
+
+
+def _measure_scenario(proc: CandidateProcess, scenario: Scenario, options: EvalOptions) -> _Measured:
     windows = scenario.heldout_windows() if options.heldout else scenario.search_windows()
     num_gpus = scenario.shape.num_gpus
     bounds = _bounds(scenario, options.heldout, windows)
     _checked_call(proc, scenario, windows[0].flip(-1).contiguous(), "warm-up call")
-    beside = [proc.yardstick_ms()] if reference_ms else []
+    beside = [proc.yardstick_ms()] if options.normalise_timing else []
     rows: list[WindowResult] = []
     for i in range(windows.shape[0] - 1):
         result = _checked_call(proc, scenario, windows[i], f"window {i}")
-        raw_ms = runtime_ms = result.runtime_s * 1e3
         yardstick_ms = None
-        if reference_ms:
+        if options.normalise_timing:
             beside.append(proc.yardstick_ms())
             yardstick_ms = (beside[-2] + beside[-1]) / 2
-            runtime_ms = yardstick.normalised_ms(raw_ms, yardstick_ms, reference_ms)
         gpu, slot = metrics.placement_balancedness(windows[i + 1], result.phy2log, result.logcnt, num_gpus)
         insample, _ = metrics.placement_balancedness(windows[i], result.phy2log, result.logcnt, num_gpus)
+        raw_ms = result.runtime_s * 1e3
         rows.append(WindowResult(index=i, balancedness=gpu, balancedness_slot=slot,
                                  balancedness_insample=insample, bound=bounds[i],
-                                 runtime_ms=runtime_ms, runtime_ms_raw=raw_ms, yardstick_ms=yardstick_ms))
+                                 runtime_ms=raw_ms, runtime_ms_raw=raw_ms, yardstick_ms=yardstick_ms))
+    return _Measured(scenario, tuple(rows), tuple(beside))
+
+
+def _normalised(measured: _Measured, reference_ms: float) -> _Measured:
+    """`measured` with each call's runtime scaled to the machine's calibrated speed."""
+    rows = tuple(replace(r, runtime_ms=yardstick.normalised_ms(r.runtime_ms_raw, r.yardstick_ms, reference_ms))
+                 for r in measured.rows)
+    return replace(measured, rows=rows)
+
+
+def _summarise(measured: _Measured, options: EvalOptions) -> ScenarioResult:
+    rows = measured.rows
     balancedness = statistics.fmean(r.balancedness for r in rows)
     runtime_ms = metrics.median([r.runtime_ms for r in rows])
     return ScenarioResult(
-        name=scenario.name,
-        shape={k: int(v) for k, v in vars(scenario.shape).items()},
+        name=measured.scenario.name,
+        shape={k: int(v) for k, v in vars(measured.scenario.shape).items()},
         balancedness=balancedness,
         balancedness_slot=statistics.fmean(r.balancedness_slot for r in rows),
         balancedness_insample=statistics.fmean(r.balancedness_insample for r in rows),
         bound_gap=statistics.fmean(r.bound for r in rows) - balancedness,
         runtime_ms=runtime_ms,
         combined_score=metrics.combined_score(balancedness, runtime_ms / 1e3, options.rebalance_period_s),
-        windows=tuple(rows),
+        windows=rows,
         runtime_ms_raw=metrics.median([r.runtime_ms_raw for r in rows]),
     )
 
@@ -167,9 +188,12 @@ def evaluate(program: Path, scenarios: list[Scenario], suite: str, options: Eval
     try:
         with proc:
             proc.start()
+            measured = [_measure_scenario(proc, s, options) for s in scenarios]
             if options.normalise_timing:
-                reference_ms = timing_reference.reference_ms(proc, limits.cpus)
-            results = [_score_scenario(proc, s, options, reference_ms) for s in scenarios]
+                samples = [ms for m in measured for ms in m.yardsticks]
+                reference_ms = timing_reference.reference_ms(limits.cpus, samples, proc.yardstick_ms)
+                measured = [_normalised(m, reference_ms) for m in measured]
+        results = [_summarise(m, options) for m in measured]
     except (CandidateFailure, _Invalid) as failure:
         detail = "\n".join(part for part in (failure.detail, proc.output()) if part).strip()
         feedback = f"INVALID: {failure.reason}" + (f"\n{detail}" if detail else "")

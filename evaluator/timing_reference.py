@@ -2,10 +2,12 @@
 
 A normalised runtime is `raw x reference / yardstick-now` (evaluator.yardstick). For it to mean
 the same thing in every evaluation -- this process or another, today or next week -- `reference`
-must be one fixed figure per machine and core set: the median of CALIBRATION_RUNS yardstick runs,
-measured by the keeper of the first evaluation that needs it (pinned like every candidate, the
-candidate stopped) and cached. The key names everything the figure depends on (host, cores, torch,
-the yardstick's code), so a changed set-up is calibrated afresh.
+must be one fixed figure per machine and core set. It is calibrated by the first evaluation that
+needs it, as the median of all the yardstick times taken beside its calls (topped up to
+MIN_SAMPLES runs if it made fewer), and cached. Taken over a whole evaluation rather than a burst
+of back-to-back runs, it spans the host's fast and slow stretches, so normalised runtimes stay
+close to this machine's typical milliseconds. The key names everything the figure depends on
+(host, cores, torch, the yardstick's code), so a changed set-up is calibrated afresh.
 """
 from __future__ import annotations
 
@@ -13,14 +15,14 @@ import hashlib
 import platform
 import statistics
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from evaluator import json_cache, yardstick
-from evaluator.sandbox import CandidateProcess
 
 CACHE = "yardstick.json"
-CALIBRATION_RUNS = 21
+MIN_SAMPLES = 21
 
 
 def fingerprint() -> str:
@@ -32,12 +34,14 @@ def _key(cpus: tuple[int, ...]) -> str:
     return "|".join((platform.node(), ",".join(map(str, cpus)), torch.__version__, fingerprint()))
 
 
-def reference_ms(proc: CandidateProcess, cpus: tuple[int, ...]) -> float:
-    """The cached reference for `cpus`, calibrated now with `proc`'s keeper if there is none yet."""
+def reference_ms(cpus: tuple[int, ...], samples: list[float], more: Callable[[], float]) -> float:
+    """The cached reference for `cpus`; without one, the median of `samples` (yardstick times of the
+    evaluation asking, in ms) and, if there are fewer than MIN_SAMPLES, of more runs from `more`."""
     key = _key(cpus)
     cached = json_cache.load(CACHE).get(key)
     if isinstance(cached, (int, float)) and cached > 0:
         return float(cached)
-    value = statistics.median(proc.yardstick_ms() for _ in range(CALIBRATION_RUNS))
+    samples = list(samples) + [more() for _ in range(MIN_SAMPLES - len(samples))]
+    value = statistics.median(samples)
     json_cache.update(CACHE, {key: value})
     return value

@@ -5,18 +5,23 @@ Why: on a shared or virtual machine the host's speed swings by up to 2x from one
 next (measured on the 2-core development VM: identical in-process calls of the seed took 16 ms in
 one stretch and 32 ms in the next), so two evaluations of the same program minutes apart could
 differ by 10-15% in median runtime, enough to reorder candidates in a search. Timing this
-workload on the same core within milliseconds of each call and scaling the call by
-`reference / yardstick` cancels most of that (measured: the CV over repeated evaluations of the
-seed fell from 6-11% to 3%).
+workload on the same core just before and just after each call and scaling the call by
+`reference / yardstick` cancels most of that (measured over 8-12 evaluations of the seed on
+`quick`: a CV of 3-6% where the wall-clock one was 10-17%).
 
 The workload looks like an EPLB program, because the correction is only as good as the resemblance:
 a greedy packing loop of small torch ops (argmin, gather, scatter) with Python bookkeeping, on one
-thread, a few milliseconds long. It runs in the trusted keeper with the candidate's processes
-stopped (keeper.py), never in the candidate's own process, so a candidate cannot slow it down to
-make itself look faster.
+thread, about 4 ms long (a 2 ms one normalised no better; a running median over neighbouring
+calls did worse: the speed changes within a few hundred milliseconds, so only the runs right
+beside a call count). It runs in the trusted keeper with the candidate's processes stopped
+(keeper.py), never in the candidate's own process, so a candidate cannot slow it down to make
+itself look faster.
 
 `reference` is this machine's calibrated yardstick time (evaluator.timing_reference), so normalised
-runtimes still read as milliseconds on this machine.
+runtimes still read as milliseconds on this machine at its typical speed. The scaling assumes the
+call's time follows the CPU's speed, as an EPLB program's does; time spent sleeping or waiting on a
+GPU is scaled as well (on a dedicated machine, where the yardstick stays at its reference, the
+factor is ~1 anyway). `--timing wall` reports plain wall clock.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import time
 
 import torch
 
-LAYERS, ITEMS, PACKS, PASSES = 16, 64, 8, 3
+LAYERS, ITEMS, PACKS, PASSES = 16, 64, 8, 6
 
 
 def _loads() -> torch.Tensor:

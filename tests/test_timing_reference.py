@@ -6,29 +6,39 @@ import os
 import pytest
 
 from evaluator import json_cache, timing_reference
-from evaluator.sandbox import CandidateFailure, CandidateProcess, Limits
-from sandbox_support import program
 
 CORE = (min(os.sched_getaffinity(0)),)
 
 
-def test_calibrated_once_then_read_from_the_cache(tmp_path, monkeypatch):
+def _never() -> float:
+    raise AssertionError("no yardstick run was needed")
+
+
+def test_calibrated_from_the_first_evaluations_yardsticks_then_read_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    with CandidateProcess(program("honest", tmp_path), Limits(cpus=CORE)) as candidate:
-        candidate.start()
-        first = timing_reference.reference_ms(candidate, CORE)
-    assert 0.1 < first < 1000
+    samples = [3.0, 1.0, 2.0] * 10
+    assert timing_reference.reference_ms(CORE, samples, _never) == 2.0  # the median of 30 samples
     [(key, value)] = json_cache.load(timing_reference.CACHE).items()
-    assert value == first and key.split("|")[1] == ",".join(map(str, CORE))
-    closed = CandidateProcess(program("honest", tmp_path), Limits(cpus=CORE))  # never started
-    assert timing_reference.reference_ms(closed, CORE) == first  # no yardstick run: from the cache
-    with pytest.raises(CandidateFailure):  # another core set is calibrated afresh (and needs a keeper)
-        timing_reference.reference_ms(closed, (CORE[0], 10_000))
+    assert value == 2.0 and key.split("|")[1] == ",".join(map(str, CORE))
+    assert timing_reference.reference_ms(CORE, [9.0] * 30, _never) == 2.0  # cached: later samples ignored
+    # another core set is calibrated afresh
+    assert timing_reference.reference_ms((CORE[0], 10_000), [5.0] * 30, _never) == 5.0
 
 
-def test_a_changed_yardstick_invalidates_the_figure(tmp_path, monkeypatch):
+def test_too_few_samples_are_topped_up_with_more_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    json_cache.update(timing_reference.CACHE, {timing_reference._key(CORE): 2.0})
-    assert timing_reference.reference_ms(CandidateProcess(program("honest", tmp_path)), CORE) == 2.0
-    monkeypatch.setattr(timing_reference, "fingerprint", lambda: "another")
-    assert timing_reference._key(CORE) not in json_cache.load(timing_reference.CACHE)
+    runs: list[float] = []
+
+    def more() -> float:
+        runs.append(4.0)
+        return 4.0
+
+    assert timing_reference.reference_ms(CORE, [1.0] * 5, more) == 4.0
+    assert len(runs) == timing_reference.MIN_SAMPLES - 5
+
+
+def test_a_changed_yardstick_is_calibrated_afresh(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert timing_reference.reference_ms(CORE, [2.0] * 30, _never) == 2.0
+    monkeypatch.setattr(timing_reference, "fingerprint", lambda: "another workload")
+    assert timing_reference.reference_ms(CORE, [3.0] * 30, _never) == 3.0
