@@ -10,14 +10,14 @@ Protocol per scenario with windows w_0..w_{n-1}:
   game) and on w_i itself (in-sample);
 - runtime is the median of the per-call times the sandbox certifies; scoring is outside that span.
 
-Timing (`EvalOptions.normalise_timing`, on by default): the candidate is pinned to its cores (a
-worker slot's, else `cores.default_cpus`), the keeper times the yardstick on those cores before
-each scenario's first call and after each call, and each call's time is scaled by the machine's
-calibrated yardstick over the mean of the two beside it (evaluator.yardstick,
-evaluator.timing_reference; the first evaluation on a machine calibrates it from its own
-yardsticks, so the scaling is applied once all calls are done).
-That cancels the host's speed swings, so `runtime_ms` is repeatable across evaluations; the
-wall-clock figures are kept beside it (`runtime_ms_raw`). With it off, `runtime_ms` is wall clock.
+Timing (`EvalOptions.normalise_timing`, on by default): the candidate is pinned to cores it holds
+alone on this machine while it runs (a worker slot's, else the first free ones: evaluator.cores);
+the keeper times the yardstick on those cores before each scenario's first call and after each
+call, and each call's time is scaled by the machine's calibrated yardstick over the mean of the two
+beside it (evaluator.yardstick, evaluator.timing_reference; the first evaluation on a machine
+calibrates it from its own yardsticks, so the scaling is applied once all calls are done). That
+cancels the host's speed swings, so `runtime_ms` is repeatable across evaluations; the wall-clock
+figures are kept beside it (`runtime_ms_raw`). With it off, `runtime_ms` is wall clock.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from evaluator import metrics, timing_reference, yardstick
-from evaluator.cores import default_cpus
+from evaluator.cores import claimed
 from evaluator.records import Evaluation, ScenarioResult, WindowResult
 from evaluator.sandbox import CandidateFailure, CandidateProcess, Limits
 from evaluator.scenarios import Scenario
@@ -179,25 +179,23 @@ def evaluate(program: Path, scenarios: list[Scenario], suite: str, options: Eval
     torch.set_num_threads(1)
     started = time.perf_counter()
     device = resolve_device(options.device)
-    limits = options.limits
-    if not limits.cpus:
-        limits = replace(limits, cpus=default_cpus(limits.threads))
-    proc = CandidateProcess(Path(program), limits, device=device)
-    common = dict(device=device, sandbox=proc.sandbox, suite=suite, heldout=options.heldout)
+    common = dict(device=device, sandbox=options.limits.sandbox, suite=suite, heldout=options.heldout)
     reference_ms = None
-    try:
-        with proc:
-            proc.start()
-            measured = [_measure_scenario(proc, s, options) for s in scenarios]
-            if options.normalise_timing:
-                samples = [ms for m in measured for ms in m.yardsticks]
-                reference_ms = timing_reference.reference_ms(limits.cpus, samples, proc.yardstick_ms)
-                measured = [_normalised(m, reference_ms) for m in measured]
-        results = [_summarise(m, options) for m in measured]
-    except (CandidateFailure, _Invalid) as failure:
-        detail = "\n".join(part for part in (failure.detail, proc.output()) if part).strip()
-        feedback = f"INVALID: {failure.reason}" + (f"\n{detail}" if detail else "")
-        return Evaluation.invalid(failure.reason, feedback, wall_s=time.perf_counter() - started, **common)
+    with claimed(options.limits.cpus, options.limits.threads) as cpus:
+        proc = CandidateProcess(Path(program), replace(options.limits, cpus=cpus), device=device)
+        try:
+            with proc:
+                proc.start()
+                measured = [_measure_scenario(proc, s, options) for s in scenarios]
+                if options.normalise_timing:
+                    samples = [ms for m in measured for ms in m.yardsticks]
+                    reference_ms = timing_reference.reference_ms(cpus, samples, proc.yardstick_ms)
+                    measured = [_normalised(m, reference_ms) for m in measured]
+        except (CandidateFailure, _Invalid) as failure:
+            detail = "\n".join(part for part in (failure.detail, proc.output()) if part).strip()
+            feedback = f"INVALID: {failure.reason}" + (f"\n{detail}" if detail else "")
+            return Evaluation.invalid(failure.reason, feedback, wall_s=time.perf_counter() - started, **common)
+    results = [_summarise(m, options) for m in measured]
     return Evaluation(
         valid=True, error=None,
         combined_score=statistics.fmean(r.combined_score for r in results),

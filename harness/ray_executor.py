@@ -8,8 +8,9 @@ which exists on its machine alone: workers need the package installed, never the
 
 A task asks Ray for `threads` CPUs and, on cuda, one GPU; Ray then never runs two tasks on the
 same GPU (it sets CUDA_VISIBLE_DEVICES for each, which the candidate inherits) nor more tasks on a
-node than it has CPUs. Ray does not pin tasks to cores, so on a busy CPU node two timed runs may
-share a core for a moment; see docs/scaling.md.
+node than it has CPUs. Ray does not pin tasks to cores; the evaluator does: each evaluation claims
+free cores of its node machine-wide for as long as it runs (evaluator.cores), so two timed runs on
+one node never share a core; see docs/scaling.md.
 
 Faults: a task whose worker process or node dies is run once more (Ray's `max_retries`, on any
 node that can take it), then the candidate is failed with a reason naming the loss, and the run
