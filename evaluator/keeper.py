@@ -111,7 +111,6 @@ def _watch(spec: ChildSpec, pid: int, lifeline: socket.socket, baseline_r: int) 
     for fd in (pidfd, lifeline.fileno(), baseline_r):
         poller.register(fd, select.POLLIN)
     rss_limit = None
-    yardsticks = 0
     while True:
         ready = {fd for fd, _ in poller.poll(int(RSS_POLL_S * 1000) if rss_limit else None)}
         if pidfd in ready:
@@ -120,8 +119,7 @@ def _watch(spec: ChildSpec, pid: int, lifeline: socket.socket, baseline_r: int) 
         if lifeline.fileno() in ready:
             if _request(lifeline) != "yardstick":
                 return {"status": "killed"}  # a kill request or EOF: either way, end it
-            yardsticks += 1
-            wire.send_control(lifeline, {"op": "yardstick", "ns": _yardstick_ns(first=yardsticks == 1)})
+            wire.send_control(lifeline, {"op": "yardstick", "ns": _yardstick_ns()})
         if baseline_r in ready:  # the child's footprint once set up (CUDA context included)
             raw = os.read(baseline_r, _BASELINE.size)
             poller.unregister(baseline_r)
@@ -140,14 +138,11 @@ def _request(lifeline: socket.socket) -> str | None:
     return message.get("op") if isinstance(message.get("op"), str) else None
 
 
-def _yardstick_ns(first: bool) -> int:
-    """One timed yardstick run with the candidate's processes stopped (after an untimed one the
-    first time: the first run in a process pays for torch's lazy set-up)."""
+def _yardstick_ns() -> int:
+    """One timed yardstick run, on one thread, with the candidate's processes stopped."""
     stopped = proctree.stop_subtree()
     try:
-        if first:
-            torch.set_num_threads(1)
-            yardstick.run_ns()
+        torch.set_num_threads(1)
         return yardstick.run_ns()
     finally:
         proctree.resume(stopped)
