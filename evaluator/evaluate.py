@@ -147,6 +147,7 @@ def _summarise(measured: _Measured, options: EvalOptions) -> ScenarioResult:
         combined_score=metrics.combined_score(balancedness, runtime_ms / 1e3, options.rebalance_period_s),
         windows=rows,
         runtime_ms_raw=metrics.median([r.runtime_ms_raw for r in rows]),
+        windows_digest=measured.scenario.windows_digest(options.heldout),
     )
 
 

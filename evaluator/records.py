@@ -36,6 +36,7 @@ class ScenarioResult:
     combined_score: float
     windows: tuple[WindowResult, ...] = ()
     runtime_ms_raw: float | None = None  # median per-call wall-clock time
+    windows_digest: str | None = None  # which windows it was scored on (Scenario.windows_digest)
 
 
 @dataclass(frozen=True)

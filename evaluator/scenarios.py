@@ -7,6 +7,8 @@ docs/workloads.md, "Budget"): `default` within a minute on a 2-core CPU, `quick`
 """
 from __future__ import annotations
 
+import hashlib
+
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -56,6 +58,17 @@ class Scenario:
     def heldout_windows(self) -> torch.Tensor:
         """[W', L, E] int64 never scored during a search (UserError when the trace is too short)."""
         return torch.from_numpy(np.array(self.source.heldout()))
+
+    def windows_digest(self, heldout: bool) -> str:
+        """A digest of the search (or held-out) windows: which loads a score was made on.
+
+        Synthetic windows come from NumPy's random generator and floating-point maths, which can
+        differ between NumPy versions and CPUs (measured: NumPy 2.4.6 on this VM and 2.5.2 on an
+        H100 host give different windows for 5 of the 8 default-suite window sets), so two
+        machines' scores are comparable only where these digests match.
+        """
+        windows = self.source.heldout() if heldout else self.source.search()
+        return hashlib.sha256(np.ascontiguousarray(windows).tobytes()).hexdigest()[:16]
 
 
 # -- synthetic workloads (parameters calibrated in docs/workloads.md) --------------------------

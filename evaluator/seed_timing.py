@@ -27,16 +27,11 @@ def cache_path() -> Path:
     return json_cache.cache_path(CACHE)
 
 
-def _windows_digest(scenario: Scenario, heldout: bool) -> str:
-    windows = scenario.heldout_windows() if heldout else scenario.search_windows()
-    return hashlib.sha256(windows.contiguous().numpy().tobytes()).hexdigest()[:16]
-
-
 def _key(scenario: Scenario, options: EvalOptions) -> str:
     seed_digest = hashlib.sha256(SEED_PATH.read_bytes()).hexdigest()[:16]
     timing = f"yardstick {timing_reference.fingerprint()}" if options.normalise_timing else "wall clock"
     parts = (platform.node(), options.device, str(options.limits.threads), torch.__version__,
-             seed_digest, scenario.name, str(options.heldout), _windows_digest(scenario, options.heldout), timing)
+             seed_digest, scenario.name, str(options.heldout), scenario.windows_digest(options.heldout), timing)
     return "|".join(parts)
 
 

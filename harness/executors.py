@@ -130,6 +130,25 @@ def failed(suites: Suites, reason: str) -> tuple[str, Evaluation]:
                                          sandbox=options.limits.sandbox, suite=suites.name, heldout=False)
 
 
+def foreign_windows(suites: Suites, evaluation: Evaluation) -> str | None:
+    """Why `evaluation` (made on another machine) cannot stand beside this machine's, or None.
+
+    Synthetic windows are generated where the evaluation runs, and NumPy versions and CPUs can
+    generate different ones (Scenario.windows_digest); a score on other windows is not comparable.
+    """
+    ours = {s.name: s for s in (*suites.scenarios, *(suites.quick or ()))}
+    for result in evaluation.scenarios:
+        scenario = ours.get(result.name)
+        if scenario is None or result.windows_digest is None:
+            continue
+        expected = scenario.windows_digest(evaluation.heldout)
+        if result.windows_digest != expected:
+            return (f"scored on other windows than the controller's ({result.name}: digest "
+                    f"{result.windows_digest}, expected {expected}); the worker's NumPy generates different "
+                    f"synthetic windows: install the controller's NumPy version on every node")
+    return None
+
+
 def lost(suites: Suites, worker: str, why: str) -> tuple[str, Evaluation]:
     """The record of an evaluation whose `worker` died on every try."""
     return failed(suites, f"evaluation lost: the {worker} running it died on all {1 + WORKER_RETRIES} tries ({why})")

@@ -12,6 +12,10 @@ node than it has CPUs. Ray does not pin tasks to cores; the evaluator does: each
 free cores of its node machine-wide for as long as it runs (evaluator.cores), so two timed runs on
 one node never share a core; see docs/scaling.md.
 
+Windows: synthetic windows are generated on the worker, and another NumPy can generate other ones;
+an evaluation whose windows digest differs from the controller's is recorded as failed, with a
+reason that says to align NumPy versions, rather than mixed with comparable scores.
+
 Faults: a task whose worker process or node dies is run once more (Ray's `max_retries`, on any
 node that can take it), then the candidate is failed with a reason naming the loss, and the run
 goes on. An exception raised by the evaluator itself is not retried: it reaches the controller,
@@ -28,7 +32,7 @@ from ray import exceptions
 from evaluator import privileges
 from evaluator.errors import UserError
 from evaluator.records import Evaluation
-from harness.executors import WORKER_RETRIES, EvalJob, lost, run_job
+from harness.executors import WORKER_RETRIES, EvalJob, failed, foreign_windows, lost, run_job
 
 PROBE_S = 5.0  # how long a head address may take to accept a connection
 
@@ -92,7 +96,9 @@ class RayEvaluations:
             why = " ".join(str(error).split())[:300]
             result.set_result(lost(job.suites, "Ray worker", f"{type(error).__name__}: {why}"))
         else:
-            result.set_result((status, Evaluation.from_dict(data)))
+            evaluation = Evaluation.from_dict(data)
+            mismatch = foreign_windows(job.suites, evaluation)
+            result.set_result(failed(job.suites, mismatch) if mismatch else (status, evaluation))
 
     def shutdown(self) -> None:
         """Cancel the tasks still running (a stopped run has no use for them), then leave Ray if

@@ -13,17 +13,18 @@ import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from evaluator.errors import UserError
-from evaluator.evaluate import EvalOptions
+from evaluator.evaluate import EvalOptions, evaluate
 from evaluator.proctree import children
 from evaluator.sandbox import Limits
 from evaluator.scenarios import Scenario, Shape
 from evaluator.synthetic import SyntheticSource, TraceParams
-from harness.executors import EvalJob, LocalExecutor, Suites
+from harness.executors import EvalJob, LocalExecutor, Suites, foreign_windows
 from harness.local_slots import LocalEvaluations, Slot, plan_slots, worker_for
 from test_run_command import ROOT, cli, error_line
 
@@ -232,3 +233,15 @@ def test_the_controller_hides_its_environment_and_its_workers_end_when_it_is_kil
     while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{worker}").exists()
+
+
+def test_an_evaluation_on_other_windows_than_the_controllers_is_named(tmp_path):
+    suites = Suites("tiny", (TINY,), EvalOptions(limits=Limits(call_timeout_s=30.0)))
+    honest = tmp_path / "honest.py"
+    honest.write_text((Path(__file__).parent / "hostile" / "honest.py").read_text())
+    made = evaluate(honest, list(suites.scenarios), "tiny", suites.options)
+    assert made.valid and made.scenarios[0].windows_digest == TINY.windows_digest(False)
+    assert foreign_windows(suites, made) is None
+    elsewhere = replace(made, scenarios=(replace(made.scenarios[0], windows_digest="0123456789abcdef"),))
+    reason = foreign_windows(suites, elsewhere)
+    assert reason is not None and "digest 0123456789abcdef, expected" in reason and "NumPy" in reason
