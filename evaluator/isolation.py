@@ -102,6 +102,9 @@ def bwrap_command(roots: list[str]) -> list[str]:
     for etc in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/passwd",
                 "/etc/group", "/etc/nsswitch.conf"):
         args += ["--ro-bind-try", etc, etc]
+    # The private /tmp first, so that trees which live under /tmp (a checkout or venv there) are
+    # bound on top of it rather than hidden by it.
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", SANDBOX_TMP]
     trees = _read_only_trees(roots)
     for parent in sorted({str(p) for tree in trees for p in Path(tree).parents} - {"/"}):
         # bwrap would create these 0700: then nobody could not reach what is bound below them
@@ -112,8 +115,7 @@ def bwrap_command(roots: list[str]) -> list[str]:
     args += ["--ro-bind-try", "/sys", "/sys"]
     for device in sorted(glob.glob("/dev/nvidia*")):
         args += ["--dev-bind", device, device]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", SANDBOX_TMP,
-             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+    args += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
              "--unshare-cgroup-try", "--new-session", "--chdir", SANDBOX_TMP]
     if os.geteuid() == 0:
         args += ["--cap-drop", "ALL"]

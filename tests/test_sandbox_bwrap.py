@@ -58,3 +58,12 @@ def test_failures_and_daemons_are_handled_as_in_the_process_sandbox(tmp_path):
 def test_timing_tampering_is_caught_in_bwrap_too(tmp_path):
     exc, _ = failure(program("wire_patch", tmp_path), BWRAP)
     assert exc.reason.startswith("timing tampering: child reported 0.001 ms")
+
+
+def test_a_checkout_or_venv_under_tmp_is_bound_over_the_private_tmp():
+    # bwrap mounts in argument order: a tree bound before the tmpfs on /tmp would be hidden by it
+    # (seen: a clone in /tmp/ci-clone gave "bwrap: execvp /tmp/ci-clone/.venv/bin/python: No such file").
+    args = isolation.bwrap_command(["/tmp/some-checkout"])
+    tmpfs = args.index("--tmpfs")
+    bound = [i for i, a in enumerate(args[:-1]) if a == "--ro-bind" and args[i + 1] == "/tmp/some-checkout"]
+    assert args[tmpfs + 1] == isolation.SANDBOX_TMP and bound and bound[0] > tmpfs
