@@ -190,7 +190,7 @@ def evaluate(program: Path, scenarios: list[Scenario], suite: str, options: Eval
                 measured = [_measure_scenario(proc, s, options) for s in scenarios]
                 if options.normalise_timing:
                     samples = [ms for m in measured for ms in m.yardsticks]
-                    reference_ms = timing_reference.reference_ms(cpus, samples, proc.yardstick_ms)
+                    reference_ms = timing_reference.reference_ms(samples, proc.yardstick_ms)
                     measured = [_normalised(m, reference_ms) for m in measured]
         except (CandidateFailure, _Invalid) as failure:
             detail = "\n".join(part for part in (failure.detail, proc.output()) if part).strip()
