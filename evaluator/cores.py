@@ -43,12 +43,17 @@ def physical_cores(cpus: Sequence[int]) -> list[tuple[int, ...]]:
     return [tuple(core) for core in cores.values()]
 
 
-def slots_here(threads: int) -> list[tuple[int, ...]]:
-    """This process's CPUs as consecutive slots of `threads` physical cores (one slot if fewer)."""
-    cores = physical_cores(sorted(os.sched_getaffinity(0)))
+def core_slots(cores: Sequence[Sequence[int]], threads: int) -> list[tuple[int, ...]]:
+    """`cores` (each core's CPUs) as consecutive disjoint slots of `threads` cores; one slot of
+    them all if there are fewer than `threads`."""
     size = max(1, min(threads, len(cores)))
     return [tuple(sorted(cpu for core in cores[i:i + size] for cpu in core))
             for i in range(0, len(cores) - size + 1, size)]
+
+
+def slots_here(threads: int) -> list[tuple[int, ...]]:
+    """This process's CPUs as slots of `threads` physical cores (`core_slots`)."""
+    return core_slots(physical_cores(sorted(os.sched_getaffinity(0))), threads)
 
 
 def _try_claim(cpus: tuple[int, ...]) -> list[int] | None:

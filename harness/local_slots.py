@@ -36,7 +36,7 @@ from typing import Sequence
 import torch
 
 from evaluator import privileges, proctree
-from evaluator.cores import physical_cores
+from evaluator.cores import core_slots, physical_cores
 from evaluator.errors import UserError
 from evaluator.evaluate import resolve_device
 from evaluator.records import Evaluation
@@ -64,7 +64,8 @@ def plan_slots(workers: int | None, threads: int, cores: Sequence[Sequence[int]]
     """`workers` disjoint slots of `threads` physical cores each (None: as many as fit; `cores`
     lists each core's CPUs), plus one GPU each when `gpus` is given (cuda). One slot always fits:
     alone, it shares with no other timed run."""
-    fit = max(1, len(cores) // threads)
+    groups = core_slots(cores, threads)
+    fit = len(groups)
     if gpus is not None:
         fit = min(fit, len(gpus))
     count = fit if workers is None else workers
@@ -73,9 +74,7 @@ def plan_slots(workers: int | None, threads: int, cores: Sequence[Sequence[int]]
         raise UserError(f"workers = {count}: this machine has {has}, room for {fit} evaluations at once with "
                         f"[evaluator] threads = {threads} (timed runs never share a core or a GPU); "
                         f"pass --workers {fit} or fewer, or lower threads")
-    size = min(threads, len(cores))
-    return tuple(Slot(tuple(sorted(cpu for core in cores[i * size:(i + 1) * size] for cpu in core)),
-                      None if gpus is None else gpus[i]) for i in range(count))
+    return tuple(Slot(groups[i], None if gpus is None else gpus[i]) for i in range(count))
 
 
 def local_device(requested: str) -> str:
