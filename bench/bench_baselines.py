@@ -44,9 +44,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from evaluator.baselines import forecast_lpt, vectorized_seed  # noqa: E402
-from evaluator.metrics import placement_balancedness  # noqa: E402
-from evaluator.scenarios import Scenario, suite  # noqa: E402
-from evaluator.synthetic import generate_windows  # noqa: E402
+from evaluator.scoring.metrics import placement_balancedness  # noqa: E402
+from evaluator.workloads.scenarios import Scenario, suite  # noqa: E402
+from evaluator.workloads.synthetic import generate_windows  # noqa: E402
 from seed_program.eplb import rebalance_experts as seed  # noqa: E402
 
 REQUIRED_SPEEDUP = 20.0

@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from evaluator import metrics  # noqa: E402
-from evaluator.scenarios import Scenario, suite, trace_scenarios  # noqa: E402
+from evaluator.scoring import metrics  # noqa: E402
+from evaluator.workloads.scenarios import Scenario, suite, trace_scenarios  # noqa: E402
 from seed_program.eplb import rebalance_experts  # noqa: E402
 
 # Published figures for DeepSeek's algorithm on the real ADRS trace (docs/eplb-problem.md).

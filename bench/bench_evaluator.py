@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from evaluator import metrics
+from evaluator.scoring import metrics
 from evaluator.evaluate import EvalOptions, evaluate
-from evaluator.scenarios import suite
-from evaluator.validate import validate_placement
+from evaluator.workloads.scenarios import suite
+from evaluator.scoring.validate import validate_placement
 from seed_program import SEED_PATH
 
 def _verdict(ok: bool) -> str:

@@ -44,14 +44,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from evaluator.records import Evaluation  # noqa: E402
-from harness.cli import main as cli_main  # noqa: E402
-from harness.config import dump_toml, load_config  # noqa: E402
-from harness.controller import Controller  # noqa: E402
-from harness.executors import EvalJob  # noqa: E402
+from harness.cli.main import main as cli_main  # noqa: E402
+from harness.config.settings import dump_toml, load_config  # noqa: E402
+from harness.search.controller import Controller  # noqa: E402
+from harness.execution.executors import EvalJob  # noqa: E402
 from harness.proposers.base import Proposal, ProposalRequest  # noqa: E402
 from harness.proposers.mutate import format_response  # noqa: E402
-from harness.run_setup import evaluate_seed, make_evaluations, make_population, make_suites  # noqa: E402
-from harness.store import RunStore  # noqa: E402
+from harness.cli.run_setup import evaluate_seed, make_evaluations, make_population, make_suites  # noqa: E402
+from harness.store.run_store import RunStore  # noqa: E402
 
 BUDGET_MS = 50.0
 ANCHOR = "    weight = weight.detach().float().cpu()\n"  # a line of the seed's EVOLVE block

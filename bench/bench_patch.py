@@ -25,8 +25,8 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.patch import apply_edits  # noqa: E402
-from harness.response import parse_response  # noqa: E402
+from harness.diff.patch import apply_edits  # noqa: E402
+from harness.diff.response import parse_response  # noqa: E402
 
 TARGET_MS = 10.0
 PROGRAM_LINES = 1000

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from evaluator import servers  # noqa: E402
-from evaluator.sandbox import CandidateProcess, Limits  # noqa: E402
+from evaluator.sandbox import servers  # noqa: E402
+from evaluator.sandbox.candidate_process import CandidateProcess, Limits  # noqa: E402
 
 BUDGET_S = 0.5
 NO_OP = '''

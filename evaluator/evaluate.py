@@ -1,6 +1,6 @@
 """evaluate(program, scenarios, options) -> Evaluation: the one contract between evaluator and harness.
 
-The program runs in an isolated child (`evaluator.sandbox`); it receives one window at a time, in
+The program runs in an isolated child (`evaluator.sandbox.candidate_process`); it receives one window at a time, in
 time order, and never sees the next window, the trace path or its scores. Everything it returns is
 validated and scored here, in the parent, with the parent's copies of the windows.
 
@@ -11,10 +11,10 @@ Protocol per scenario with windows w_0..w_{n-1}:
 - runtime is the median of the per-call times the sandbox certifies; scoring is outside that span.
 
 Timing (`EvalOptions.normalise_timing`, on by default): the candidate is pinned to cores it holds
-alone on this machine while it runs (a worker slot's, else the first free ones: evaluator.cores);
+alone on this machine while it runs (a worker slot's, else the first free ones: evaluator.timing.cores);
 the keeper times the yardstick on those cores before each scenario's first call and after each
 call, and each call's time is scaled by the machine's calibrated yardstick over the mean of the two
-beside it (evaluator.yardstick, evaluator.timing_reference; the first evaluation on a machine
+beside it (evaluator.timing.yardstick, evaluator.timing.timing_reference; the first evaluation on a machine
 calibrates it from its own yardsticks, so the scaling is applied once all calls are done). That
 cancels the host's speed swings, so `runtime_ms` is repeatable across evaluations; the wall-clock
 figures are kept beside it (`runtime_ms_raw`). With it off, `runtime_ms` is wall clock.
@@ -28,12 +28,13 @@ from pathlib import Path
 
 import torch
 
-from evaluator import metrics, timing_reference, yardstick
-from evaluator.cores import claimed
+from evaluator.scoring import metrics
+from evaluator.timing import timing_reference, yardstick
+from evaluator.timing.cores import claimed
 from evaluator.records import Evaluation, ScenarioResult, WindowResult
-from evaluator.sandbox import CandidateFailure, CandidateProcess, Limits
-from evaluator.scenarios import Scenario
-from evaluator.validate import validate_placement
+from evaluator.sandbox.candidate_process import CandidateFailure, CandidateProcess, Limits
+from evaluator.workloads.scenarios import Scenario
+from evaluator.scoring.validate import validate_placement
 
 DEFAULT_REBALANCE_PERIOD_S = 10.0
 

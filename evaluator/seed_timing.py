@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from evaluator import json_cache, timing_reference
+from evaluator.timing import json_cache, timing_reference
 from evaluator.evaluate import EvalOptions, evaluate
-from evaluator.scenarios import Scenario
+from evaluator.workloads.scenarios import Scenario
 from seed_program import SEED_PATH
 
 CACHE = "seed-runtimes.json"

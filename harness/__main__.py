@@ -1,6 +1,6 @@
 """`python -m harness` is the same as the `eplb-evolve` console script."""
 import sys
 
-from harness.cli import main
+from harness.cli.main import main
 
 sys.exit(main())

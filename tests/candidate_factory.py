@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from evaluator.records import Evaluation
-from harness.candidate import INVALID, VALID, Candidate, code_hash
+from harness.store.candidate import INVALID, VALID, Candidate, code_hash
 
 
 def evaluation(score: float, balancedness: float | None = None, runtime_ms: float = 5.0) -> Evaluation:

@@ -17,9 +17,8 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-import pytest
 
 
 @dataclass(frozen=True)
@@ -218,10 +217,3 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._send(_error(404, f"no route {self.path}"))
 
     return Handler
-
-
-@pytest.fixture
-def openai_server() -> Iterator[FakeOpenAIServer]:
-    """A started server, stopped after the test."""
-    with FakeOpenAIServer() as server:
-        yield server

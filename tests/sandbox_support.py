@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from evaluator.sandbox import CandidateFailure, CandidateProcess, Limits
+from evaluator.sandbox.candidate_process import CandidateFailure, CandidateProcess, Limits
 
 HOSTILE = Path(__file__).parent / "hostile"
 LAYERS, EXPERTS, REPLICAS, GROUPS, NODES, GPUS = 4, 16, 24, 4, 1, 4

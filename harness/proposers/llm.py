@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import openai
 
 from evaluator.errors import UserError
-from harness.prompts import CHARS_PER_TOKEN, estimate_tokens
+from harness.proposers.prompts import CHARS_PER_TOKEN, estimate_tokens
 from harness.proposers.base import BudgetExhausted, Proposal, ProposalRequest, ProposerError
 
 NO_KEY = "none"  # api_key_env value for local endpoints that need no key

@@ -35,7 +35,7 @@ from typing import Sequence
 import git
 
 from evaluator.errors import UserError
-from harness.guards import find_regions
+from harness.diff.guards import find_regions
 from harness.proposers.base import Proposal, ProposalRequest, ProposerError
 from harness.proposers.moves import Move, applicable
 

@@ -3,7 +3,7 @@
 Answers are looked up by prompt hash; a prompt asked several times gets its answers in the order
 they were recorded. Answers alone do not fix a run's course (parent choice follows scores, which
 carry timing noise, and prompts quote measured runtimes), so the controller also follows each
-recorded attempt's island, parents and first prompt (`harness.controller.Recorded`); together
+recorded attempt's island, parents and first prompt (`harness.search.controller.Recorded`); together
 they reproduce the run without a model or network.
 
 Contract with the run directory: `journal.jsonl` holds one JSON object per line; objects with

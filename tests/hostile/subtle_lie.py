@@ -9,7 +9,7 @@ import sys
 import time
 
 honest_answer = rebalance_experts  # noqa: F821 -- defined by honest.py, put in front of this file
-_wire = sys.modules["evaluator.wire"]
+_wire = sys.modules["evaluator.sandbox.wire"]
 _send = _wire.send
 
 

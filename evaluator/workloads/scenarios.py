@@ -1,0 +1,218 @@
+"""Deployment shapes, scenarios (a shape plus a load trace cut into windows) and named suites.
+
+The evaluator calls a program on window i and scores the placement on window i+1, so a
+scenario with W search windows gives W-1 scored placements (plus one warm-up call). The suites'
+window counts are set by the time budget of evaluating the seed program on them (see
+docs/workloads.md, "Budget"): `default` within a minute on a 2-core CPU, `quick` within seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from evaluator.errors import UserError
+from evaluator.workloads.synthetic import SyntheticSource, TraceParams
+from evaluator.workloads.tracefile import TraceFileSource, load_trace
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A deployment: L layers x E logical experts placed on R physical slots over G GPUs in N nodes."""
+
+    num_layers: int
+    num_experts: int
+    num_replicas: int
+    num_groups: int
+    num_nodes: int
+    num_gpus: int
+
+
+class WindowSource(Protocol):
+    """Where a scenario's windows come from; both return read-only [W, L, E] int64 arrays."""
+
+    def search(self) -> np.ndarray: ...
+
+    def heldout(self) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A deployment shape and its load windows. Windows are produced lazily and cached per process."""
+
+    name: str
+    shape: Shape
+    description: str
+    source: WindowSource
+
+    def search_windows(self) -> torch.Tensor:
+        """[W, L, E] int64: what a search scores on. A fresh copy: callers may not corrupt the cache."""
+        return torch.from_numpy(np.array(self.source.search()))
+
+    def heldout_windows(self) -> torch.Tensor:
+        """[W', L, E] int64 never scored during a search (UserError when the trace is too short)."""
+        return torch.from_numpy(np.array(self.source.heldout()))
+
+    def windows_digest(self, heldout: bool) -> str:
+        """A digest of the search (or held-out) windows: which loads a score was made on.
+
+        Synthetic windows come from NumPy's random generator and floating-point maths, which can
+        differ between NumPy versions and CPUs (measured: NumPy 2.4.6 on this VM and 2.5.2 on an
+        H100 host give different windows for 5 of the 8 default-suite window sets), so two
+        machines' scores are comparable only where these digests match.
+        """
+        windows = self.source.heldout() if heldout else self.source.search()
+        return hashlib.sha256(np.ascontiguousarray(windows).tobytes()).hexdigest()[:16]
+
+
+# -- synthetic workloads (parameters calibrated in docs/workloads.md) --------------------------
+
+# DeepSeek-V3 prefill: calibrated so the seed lands on the published real-trace figures.
+PREFILL = TraceParams(skew_range=(0.3, 0.75), drift_sigma=0.2, drift_rho=0.85, batch_sigma=0.35)
+# Decode: the same traffic, one token per running sequence per step.
+DECODE = replace(PREFILL, tokens_per_step=4096)
+
+SEARCH_WINDOWS = 30
+HELDOUT_WINDOWS = 8
+QUICK_SEARCH_WINDOWS = 12
+QUICK_HELDOUT_WINDOWS = 4
+
+DEEPSEEK_V3_PREFILL = Shape(58, 256, 288, 8, 4, 32)
+DEEPSEEK_V3_DECODE = Shape(58, 256, 288, 8, 18, 144)
+QWEN3_30B = Shape(48, 128, 160, 1, 1, 8)
+QWEN3_235B = Shape(94, 128, 160, 1, 4, 32)
+
+
+def _synthetic(name: str, shape: Shape, params: TraceParams, seed: int, num_search: int, num_heldout: int,
+               description: str) -> Scenario:
+    source = SyntheticSource(params, shape.num_layers, shape.num_experts, seed, num_search, num_heldout)
+    return Scenario(name, shape, description, source)
+
+
+def _default_suite() -> list[Scenario]:
+    n, h = SEARCH_WINDOWS, HELDOUT_WINDOWS
+    return [
+        _synthetic("deepseek-v3-prefill", DEEPSEEK_V3_PREFILL, PREFILL, 1, n, h,
+                   "DeepSeek-V3 prefill: 58 x 256 experts (top-8) on 32 GPUs in 4 nodes, 9 slots per GPU; "
+                   "8 groups on 4 nodes (hierarchical policy)"),
+        _synthetic("deepseek-v3-decode", DEEPSEEK_V3_DECODE, DECODE, 2, n, h,
+                   "DeepSeek-V3 decode: 58 x 256 experts (top-8) on 144 GPUs in 18 nodes, 2 slots per GPU; "
+                   "8 groups do not divide over 18 nodes (global policy)"),
+        _synthetic("qwen3-30b-a3b", QWEN3_30B, PREFILL, 3, n, h,
+                   "Qwen3-30B-A3B: 48 x 128 experts (top-8) on 8 GPUs in 1 node, 20 slots per GPU"),
+        _synthetic("qwen3-235b-a22b", QWEN3_235B, PREFILL, 4, n, h,
+                   "Qwen3-235B-A22B: 94 x 128 experts (top-8) with 32 redundant slots on 32 GPUs in 4 nodes, "
+                   "5 slots per GPU (global policy)"),
+    ]
+
+
+def _quick_suite() -> list[Scenario]:
+    n, h = QUICK_SEARCH_WINDOWS, QUICK_HELDOUT_WINDOWS
+    return [
+        # Same seed and parameters as the default scenario: its windows are the default's first ones.
+        _synthetic("deepseek-v3-prefill-quick", DEEPSEEK_V3_PREFILL, PREFILL, 1, n, h,
+                   f"DeepSeek-V3 prefill (the default scenario's first {n} windows)"),
+        _synthetic("qwen3-30b-a3b-12l", replace(QWEN3_30B, num_layers=12), PREFILL, 3, n, h,
+                   "Qwen3-30B-A3B cut to 12 of its 48 layers: 12 x 128 experts on 8 GPUs, 20 slots per GPU"),
+    ]
+
+
+_SUITES = {"default": _default_suite, "quick": _quick_suite}
+
+
+def suite_names() -> list[str]:
+    return list(_SUITES)
+
+
+def suite(name: str) -> list[Scenario]:
+    """The named suite's scenarios (cheap: windows are generated on first use)."""
+    if name not in _SUITES:
+        raise UserError(f"unknown suite '{name}'; known suites: {', '.join(_SUITES)}")
+    return _SUITES[name]()
+
+
+# -- real traces ---------------------------------------------------------------------------------
+
+# `--trace` overrides: the flag's name (without dashes) and the Shape field it sets.
+OVERRIDES = {"replicas": "num_replicas", "groups": "num_groups", "nodes": "num_nodes", "gpus": "num_gpus"}
+# A trace's deployment when no flag says otherwise, by expert count: the suite's model with it.
+_KNOWN_DEPLOYMENTS = {256: DEEPSEEK_V3_PREFILL, 128: QWEN3_30B}
+
+
+def trace_scenarios(paths: list[Path], window_steps: int | None = None,
+                    shape_overrides: Mapping[str, int | None] | None = None) -> list[Scenario]:
+    """One scenario per trace file (--trace FILE ...): L x E from the file, the rest from the flags.
+
+    `shape_overrides` maps flag names ("replicas", "groups", "nodes", "gpus") to values; None
+    means not given. `window_steps` None keeps a converted .npz's own window length, or 100
+    steps for JSON. Loads each file now (streamed, cached), so a bad file or shape fails before
+    any evaluation.
+    """
+    scenarios = []
+    names: set[str] = set()
+    for path in paths:
+        trace = load_trace(path, window_steps)
+        _, num_layers, num_experts = trace.windows.shape
+        shape = resolve_shape(num_layers, num_experts, shape_overrides or {}, path.name)
+        source = TraceFileSource(path, window_steps)
+        source.search()  # enough windows to score anything?
+        name = _unique(path.name.split(".")[0], names)
+        scenarios.append(Scenario(name, shape, f"trace {path}: {trace.describe()}", source))
+    return scenarios
+
+
+def _unique(stem: str, taken: set[str]) -> str:
+    name, suffix = stem, 2
+    while name in taken:
+        name, suffix = f"{stem}-{suffix}", suffix + 1
+    taken.add(name)
+    return name
+
+
+def resolve_shape(num_layers: int, num_experts: int, overrides: Mapping[str, int | None], where: str) -> Shape:
+    """The deployment for an L x E trace: flags first, then the known model with E experts; checked."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    unknown = sorted(set(given) - set(OVERRIDES))
+    if unknown:
+        raise UserError(f"{where}: cannot set {', '.join(unknown)}; the trace fixes layers and experts, the "
+                        f"flags set {', '.join('--' + key for key in OVERRIDES)}")
+    settings = {"num_groups": 1, "num_nodes": 1}
+    known = _KNOWN_DEPLOYMENTS.get(num_experts)
+    if known is not None:
+        settings.update({field: getattr(known, field) for field in OVERRIDES.values()})
+    settings.update({OVERRIDES[key]: value for key, value in given.items()})
+    missing = [f"--{key}" for key, field in OVERRIDES.items() if field not in settings]
+    if missing:
+        raise UserError(f"{where}: {num_experts} experts per layer matches no known deployment; "
+                        f"pass {' and '.join(missing)} (and --groups, --nodes if not 1)")
+    shape = Shape(num_layers=num_layers, num_experts=num_experts, **settings)
+    check_shape(shape, where)
+    return shape
+
+
+def check_shape(shape: Shape, where: str) -> None:
+    """UserError naming the flag when a deployment cannot exist (the seed's own preconditions)."""
+    for field in fields(Shape):
+        value = getattr(shape, field.name)
+        if not isinstance(value, int) or value < 1:
+            flag = {name: f"--{key}" for key, name in OVERRIDES.items()}.get(field.name, field.name)
+            raise UserError(f"{where}: {flag} must be a positive integer, got {value!r}")
+    s = shape
+    if s.num_experts % s.num_groups:
+        raise UserError(f"{where}: {s.num_experts} experts cannot be split into --groups {s.num_groups} equal "
+                        "groups; pass a --groups that divides the expert count")
+    if s.num_replicas < s.num_experts:
+        raise UserError(f"{where}: --replicas {s.num_replicas} is fewer than the {s.num_experts} experts; every "
+                        f"expert needs a slot, so pass --replicas >= {s.num_experts}")
+    if s.num_replicas % s.num_gpus:
+        raise UserError(f"{where}: --replicas {s.num_replicas} is not a multiple of --gpus {s.num_gpus}; every "
+                        "GPU holds the same number of slots")
+    if s.num_gpus % s.num_nodes:
+        raise UserError(f"{where}: --gpus {s.num_gpus} is not a multiple of --nodes {s.num_nodes}; every node "
+                        "holds the same number of GPUs")

@@ -1,0 +1,155 @@
+"""`eplb-evolve compare PROGRAM... [--baselines]`: several programs side by side, the first as the yardstick.
+
+Why a verb rather than several `eval` calls: the programs are evaluated one after another by one
+process, on the same windows and with the same limits, so their runtimes are comparable, and the
+speedup column is measured against the first program listed (usually the one being judged, or the
+seed). `--baselines` appends the package's reference programs (and the seed) as anchors, so a
+number always comes with something to hold it against.
+
+Exit 0 when every program is valid, 1 when any is not (the table is still printed), 2 for a usage
+or input error (one line on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import evaluator.baselines
+from evaluator.evaluate import evaluate
+from evaluator.records import Evaluation
+from evaluator.workloads.scenarios import suite_names
+from harness.cli.eval_command import add_limit_flags, check_program_file, is_seed, options_from, scenarios_from
+from seed_program import SEED_PATH
+
+BASELINES_DIR = Path(evaluator.baselines.__file__).parent
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One program to compare: its file, its name in the table, and whether it is an anchor."""
+
+    path: Path
+    label: str
+    baseline: bool = False
+
+
+@dataclass(frozen=True)
+class Compared:
+    """A program's evaluation and its speedup over the first program listed (None if either is invalid)."""
+
+    entry: Entry
+    evaluation: Evaluation
+    speedup: float | None
+
+
+def baseline_paths() -> list[Path]:
+    """The reference programs shipped in `evaluator/baselines/` (every module but the package's own)."""
+    return sorted(p for p in BASELINES_DIR.glob("*.py") if p.name != "__init__.py")
+
+
+def baseline_label(path: Path) -> str:
+    return f"{path.stem} (baseline)"
+
+
+def entries_for(programs: list[Path], with_baselines: bool) -> list[Entry]:
+    """The listed programs, then (with `with_baselines`) the seed and the baselines not already listed."""
+    entries = [Entry(p, str(p)) for p in programs]
+    if not with_baselines:
+        return entries
+    listed = {p.resolve() for p in programs}
+    if not any(is_seed(p) for p in programs):
+        entries.append(Entry(SEED_PATH, "seed (baseline)", baseline=True))
+    entries += [Entry(p, baseline_label(p), baseline=True) for p in baseline_paths() if p.resolve() not in listed]
+    return entries
+
+
+def speedup(reference: Evaluation, other: Evaluation) -> float | None:
+    """Geometric mean over scenarios of the reference's runtime / the other's (per-scenario medians)."""
+    if not (reference.valid and other.valid):
+        return None
+    theirs = {s.name: s.runtime_ms for s in reference.scenarios}
+    ratios = [theirs[s.name] / max(s.runtime_ms, 1e-6) for s in other.scenarios if s.name in theirs]
+    return statistics.geometric_mean(ratios) if ratios else None
+
+
+def compare(evaluations: list[tuple[Entry, Evaluation]]) -> list[Compared]:
+    """Attach each program's speedup over the first one's runtimes."""
+    reference = evaluations[0][1]
+    return [Compared(entry, ev, speedup(reference, ev)) for entry, ev in evaluations]
+
+
+# (heading, Evaluation field, width, digits); speedup is slotted in before the combined score.
+_COLUMNS = (("GPU bal", "balancedness", 8, 4), ("in-sample", "balancedness_insample", 9, 4),
+            ("slot bal", "balancedness_slot", 8, 4), ("bound gap", "bound_gap", 9, 4),
+            ("runtime ms", "runtime_ms", 10, 2), ("speedup", None, 8, 2), ("combined", "combined_score", 8, 4))
+
+
+def _cell(value: float | None, width: int, digits: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+
+def _value(result: Compared, field: str | None) -> float | None:
+    if field is None:
+        return result.speedup
+    return getattr(result.evaluation, field) if result.evaluation.valid else None
+
+
+def _row(result: Compared, width: int) -> str:
+    cells = " ".join(_cell(_value(result, field), w, digits) for _, field, w, digits in _COLUMNS)
+    return f"{result.entry.label:<{width}} {'yes' if result.evaluation.valid else 'NO':>5} {cells}"
+
+
+def render_table(results: list[Compared]) -> str:
+    """One row per program; invalid ones get dashes in the table and their reason below it."""
+    first = results[0].evaluation
+    width = max(24, *(len(r.entry.label) for r in results))
+    head = (f"suite: {first.suite}{' (held-out windows)' if first.heldout else ''}   device: {first.device}   "
+            f"sandbox: {first.sandbox}   speedup: vs {results[0].entry.label}")
+    cols = f"{'program':<{width}} {'valid':>5} " + " ".join(f"{name:>{w}}" for name, _, w, _ in _COLUMNS)
+    failures = [f"{r.entry.label}: INVALID: {r.evaluation.error}" for r in results if not r.evaluation.valid]
+    return "\n".join([head, cols, "-" * len(cols), *(_row(r, width) for r in results),
+                      *([""] + failures if failures else [])])
+
+
+def to_json(results: list[Compared]) -> list[dict[str, Any]]:
+    return [{"program": str(r.entry.path), "label": r.entry.label, "baseline": r.entry.baseline,
+             "speedup": r.speedup, "evaluation": r.evaluation.to_dict()} for r in results]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "compare", help="evaluate several programs on the same windows and print one table",
+        description="Evaluate each PROGRAM in turn, isolated, on the same suite and limits, and print one row "
+                    "per program; speedup is measured against the first PROGRAM.")
+    p.add_argument("programs", type=Path, nargs="+", metavar="PROGRAM",
+                   help="Python files exposing rebalance_experts(...); the first is the speedup reference")
+    p.add_argument("--suite", default="default", help=f"named suite ({', '.join(suite_names())})")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--heldout", action="store_true", help="score on held-out windows the search never sees")
+    p.add_argument("--baselines", action="store_true",
+                   help="append the package's baseline programs (and the seed, if not listed) as anchors")
+    p.add_argument("--json", action="store_true",
+                   help="print a list of objects: program, label, baseline, speedup, evaluation")
+    add_limit_flags(p)
+    p.set_defaults(trace=None)  # named suites only: scenarios_from then picks --suite
+
+
+def run(args: argparse.Namespace) -> int:
+    for program in args.programs:
+        check_program_file(program)
+    suite_name, scenarios = scenarios_from(args)
+    options = options_from(args)
+    entries = entries_for(list(args.programs), args.baselines)
+    evaluations = []
+    for number, entry in enumerate(entries, 1):
+        print(f"[{number}/{len(entries)}] evaluating {entry.label} on '{suite_name}'"
+              f"{' held-out windows' if options.heldout else ''} ...", file=sys.stderr)
+        evaluations.append((entry, evaluate(entry.path, scenarios, suite_name, options)))
+    results = compare(evaluations)
+    print(json.dumps(to_json(results), indent=1) if args.json else render_table(results))
+    return 0 if all(r.evaluation.valid for r in results) else 1

@@ -1,0 +1,138 @@
+"""`eplb-evolve eval PROGRAM`: evaluate any EPLB program standalone, as the search would.
+
+Exit 0 for a valid program, 1 for an invalid one (the JSON is still printed), 2 for a usage or
+input error (one line on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from evaluator import seed_timing
+from evaluator.errors import UserError
+from evaluator.evaluate import DEFAULT_REBALANCE_PERIOD_S, EvalOptions, evaluate, resolve_device
+from evaluator.records import Evaluation
+from evaluator.sandbox.candidate_process import Limits
+from evaluator.workloads.scenarios import Scenario, suite, suite_names, trace_scenarios
+from seed_program import SEED_PATH
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("eval", help="evaluate an EPLB program on a suite or on trace files",
+                              description="Evaluate a program exposing rebalance_experts(...) in an "
+                                          "isolated process and print its scores.")
+    p.add_argument("program", type=Path, help="Python file exposing rebalance_experts(...)")
+    p.add_argument("--suite", default="default", help=f"named suite ({', '.join(suite_names())})")
+    p.add_argument("--trace", type=Path, nargs="+", metavar="FILE",
+                   help="real load traces (ADRS/vLLM JSON or converted .npz) instead of a suite")
+    p.add_argument("--window-steps", type=int,
+                   help="steps per window for --trace (default: the .npz's own, or 100 for JSON)")
+    for flag in ("replicas", "groups", "nodes", "gpus"):
+        p.add_argument(f"--{flag}", type=int, help=f"deployment {flag} for --trace")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--heldout", action="store_true", help="score on held-out windows the search never sees")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_limit_flags(p)
+    p.add_argument("--no-speedup", action="store_true", help="skip timing the seed for speedup_vs_seed")
+
+
+def add_limit_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by every verb that evaluates programs."""
+    d = Limits()
+    p.add_argument("--period", type=float, default=DEFAULT_REBALANCE_PERIOD_S, metavar="S",
+                   help="rebalance period in seconds used by combined_score (default %(default)s)")
+    p.add_argument("--sandbox", choices=("process", "bwrap"), default=d.sandbox)
+    p.add_argument("--threads", type=int, default=d.threads, help="CPU threads for the candidate")
+    p.add_argument("--call-timeout", type=float, default=d.call_timeout_s, metavar="S")
+    p.add_argument("--deadline", type=float, default=d.deadline_s, metavar="S", help="whole-evaluation deadline")
+    p.add_argument("--memory-mb", type=int, default=d.memory_mb)
+    p.add_argument("--timing", choices=("normalised", "wall"), default="normalised",
+                   help="runtime_ms normalised by the yardstick beside each call (repeatable on a noisy "
+                        "machine; the default) or plain wall clock; both are in --json")
+
+
+def options_from(args: argparse.Namespace) -> EvalOptions:
+    device = resolve_device(args.device)
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA device is visible here; use --device cpu or auto")
+    if args.period <= 0 or args.threads < 1 or args.call_timeout <= 0 or args.deadline <= 0:
+        raise UserError("--period, --call-timeout and --deadline must be > 0 and --threads >= 1")
+    limits = Limits(deadline_s=args.deadline, call_timeout_s=args.call_timeout, memory_mb=args.memory_mb,
+                    threads=args.threads, sandbox=args.sandbox)
+    return EvalOptions(device=device, heldout=getattr(args, "heldout", False),
+                       rebalance_period_s=args.period, limits=limits,
+                       normalise_timing=args.timing == "normalised")
+
+
+def check_program_file(path: Path) -> None:
+    """User mistakes caught before any process starts: missing file, no rebalance_experts at all."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such program file; pass the path of a .py file exposing rebalance_experts")
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: cannot read the program ({error})") from None
+    except SyntaxError:
+        return  # a broken candidate is an invalid result (exit 1), reported by the evaluator
+    names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    names |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    names |= {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
+    if "rebalance_experts" not in names:
+        raise UserError(f"{path}: defines no top-level rebalance_experts(weight, num_replicas, num_groups, "
+                        f"num_nodes, num_gpus); is this an EPLB program?")
+
+
+def scenarios_from(args: argparse.Namespace) -> tuple[str, list[Scenario]]:
+    if args.trace:
+        overrides = {k: getattr(args, k) for k in ("replicas", "groups", "nodes", "gpus")
+                     if getattr(args, k) is not None}
+        return "trace", trace_scenarios(list(args.trace), args.window_steps, overrides)
+    return args.suite, suite(args.suite)
+
+
+def is_seed(path: Path) -> bool:
+    return path.resolve() == SEED_PATH.resolve() or path.read_bytes() == SEED_PATH.read_bytes()
+
+
+def run(args: argparse.Namespace) -> int:
+    check_program_file(args.program)
+    suite_name, scenarios = scenarios_from(args)
+    options = options_from(args)
+    seed = is_seed(args.program)
+    if not args.no_speedup and not seed:
+        options = replace(options, seed_runtime_ms=seed_timing.seed_runtimes(scenarios, suite_name, options))
+    result = evaluate(args.program, scenarios, suite_name, options)
+    if seed and result.valid:
+        seed_timing.remember(scenarios, options, {r.name: r.runtime_ms for r in result.scenarios})
+        result = replace(result, speedup_vs_seed=1.0)
+    print(json.dumps(result.to_dict(), indent=1) if args.json else render_table(args.program, result))
+    return 0 if result.valid else 1
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def render_table(program: Path, result: Evaluation) -> str:
+    """The human-readable report: one row per scenario, then the overall figures."""
+    head = (f"program: {program}   suite: {result.suite}{' (held-out windows)' if result.heldout else ''}   "
+            f"device: {result.device}   sandbox: {result.sandbox}")
+    if not result.valid:
+        return f"{head}\nINVALID: {result.error}\n\n{result.feedback}"
+    cols = f"{'scenario':<24} {'GPU bal':>8} {'slot bal':>8} {'in-sample':>9} {'bound gap':>9} " \
+           f"{'runtime ms':>10} {'combined':>8}"
+    rows = [f"{r.name:<24} {r.balancedness:>8.4f} {r.balancedness_slot:>8.4f} {r.balancedness_insample:>9.4f} "
+            f"{r.bound_gap:>9.4f} {r.runtime_ms:>10.2f} {r.combined_score:>8.4f}" for r in result.scenarios]
+    total = (f"{'overall':<24} {result.balancedness:>8.4f} {result.balancedness_slot:>8.4f} "
+             f"{result.balancedness_insample:>9.4f} {result.bound_gap:>9.4f} {result.runtime_ms:>10.2f} "
+             f"{result.combined_score:>8.4f}")
+    tail = f"valid: yes   speedup_vs_seed: {_fmt(result.speedup_vs_seed, 2)}   wall: {result.wall_s:.1f} s"
+    timing = ("runtime: wall clock" if result.timing_reference_ms is None else
+              f"runtime: normalised to this machine's yardstick ({result.timing_reference_ms:.2f} ms); "
+              f"wall clock {_fmt(result.runtime_ms_raw, 2)} ms")
+    return "\n".join([head, cols, *rows, "-" * len(cols), total, tail, timing])

@@ -1,0 +1,10 @@
+"""The diff engine (pure): parse an LLM reply into SEARCH/REPLACE blocks or a rewrite, locate each
+block in the program, guard the edit, and apply it. Imports nothing else of ours."""
+
+from harness.diff.errors import EngineError
+from harness.diff.response import Response, ResponseError, EditBlock, parse_response
+from harness.diff.matching import MatchError, locate
+from harness.diff.guards import GuardError, find_regions
+from harness.diff.patch import BlockOutcome, PatchResult, apply_edits
+
+__all__ = ["EngineError", "Response", "ResponseError", "EditBlock", "parse_response", "MatchError", "locate", "GuardError", "find_regions", "BlockOutcome", "PatchResult", "apply_edits"]
