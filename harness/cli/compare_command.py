@@ -19,15 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import evaluator.baselines
+from evaluator.baselines import baseline_label, baseline_paths
 from evaluator.evaluate import evaluate
 from evaluator.records import Evaluation
 from evaluator.workloads.scenarios import suite_names
-from harness.cli.eval_command import add_limit_flags, check_program_file, is_seed, options_from, scenarios_from
+from harness.cli.evaluation_flags import add_limit_flags, check_program_file, is_seed, options_from, scenarios_from
 from seed_program import SEED_PATH
-
-BASELINES_DIR = Path(evaluator.baselines.__file__).parent
-
 
 @dataclass(frozen=True)
 class Entry:
@@ -45,15 +42,6 @@ class Compared:
     entry: Entry
     evaluation: Evaluation
     speedup: float | None
-
-
-def baseline_paths() -> list[Path]:
-    """The reference programs shipped in `evaluator/baselines/` (every module but the package's own)."""
-    return sorted(p for p in BASELINES_DIR.glob("*.py") if p.name != "__init__.py")
-
-
-def baseline_label(path: Path) -> str:
-    return f"{path.stem} (baseline)"
 
 
 def entries_for(programs: list[Path], with_baselines: bool) -> list[Entry]:

@@ -6,18 +6,15 @@ input error (one line on stderr).
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 from dataclasses import replace
 from pathlib import Path
 
 from evaluator import seed_timing
-from evaluator.errors import UserError
-from evaluator.evaluate import DEFAULT_REBALANCE_PERIOD_S, EvalOptions, evaluate, resolve_device
+from evaluator.evaluate import evaluate
 from evaluator.records import Evaluation
-from evaluator.sandbox.candidate_process import Limits
-from evaluator.workloads.scenarios import Scenario, suite, suite_names, trace_scenarios
-from seed_program import SEED_PATH
+from evaluator.workloads.scenarios import suite_names
+from harness.cli.evaluation_flags import add_limit_flags, check_program_file, is_seed, options_from, scenarios_from
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,66 +34,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_limit_flags(p)
     p.add_argument("--no-speedup", action="store_true", help="skip timing the seed for speedup_vs_seed")
-
-
-def add_limit_flags(p: argparse.ArgumentParser) -> None:
-    """Flags shared by every verb that evaluates programs."""
-    d = Limits()
-    p.add_argument("--period", type=float, default=DEFAULT_REBALANCE_PERIOD_S, metavar="S",
-                   help="rebalance period in seconds used by combined_score (default %(default)s)")
-    p.add_argument("--sandbox", choices=("process", "bwrap"), default=d.sandbox)
-    p.add_argument("--threads", type=int, default=d.threads, help="CPU threads for the candidate")
-    p.add_argument("--call-timeout", type=float, default=d.call_timeout_s, metavar="S")
-    p.add_argument("--deadline", type=float, default=d.deadline_s, metavar="S", help="whole-evaluation deadline")
-    p.add_argument("--memory-mb", type=int, default=d.memory_mb)
-    p.add_argument("--timing", choices=("normalised", "wall"), default="normalised",
-                   help="runtime_ms normalised by the yardstick beside each call (repeatable on a noisy "
-                        "machine; the default) or plain wall clock; both are in --json")
-
-
-def options_from(args: argparse.Namespace) -> EvalOptions:
-    device = resolve_device(args.device)
-    if device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA device is visible here; use --device cpu or auto")
-    if args.period <= 0 or args.threads < 1 or args.call_timeout <= 0 or args.deadline <= 0:
-        raise UserError("--period, --call-timeout and --deadline must be > 0 and --threads >= 1")
-    limits = Limits(deadline_s=args.deadline, call_timeout_s=args.call_timeout, memory_mb=args.memory_mb,
-                    threads=args.threads, sandbox=args.sandbox)
-    return EvalOptions(device=device, heldout=getattr(args, "heldout", False),
-                       rebalance_period_s=args.period, limits=limits,
-                       normalise_timing=args.timing == "normalised")
-
-
-def check_program_file(path: Path) -> None:
-    """User mistakes caught before any process starts: missing file, no rebalance_experts at all."""
-    if not path.is_file():
-        raise UserError(f"{path}: no such program file; pass the path of a .py file exposing rebalance_experts")
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: cannot read the program ({error})") from None
-    except SyntaxError:
-        return  # a broken candidate is an invalid result (exit 1), reported by the evaluator
-    names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    names |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
-    names |= {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
-    if "rebalance_experts" not in names:
-        raise UserError(f"{path}: defines no top-level rebalance_experts(weight, num_replicas, num_groups, "
-                        f"num_nodes, num_gpus); is this an EPLB program?")
-
-
-def scenarios_from(args: argparse.Namespace) -> tuple[str, list[Scenario]]:
-    if args.trace:
-        overrides = {k: getattr(args, k) for k in ("replicas", "groups", "nodes", "gpus")
-                     if getattr(args, k) is not None}
-        return "trace", trace_scenarios(list(args.trace), args.window_steps, overrides)
-    return args.suite, suite(args.suite)
-
-
-def is_seed(path: Path) -> bool:
-    return path.resolve() == SEED_PATH.resolve() or path.read_bytes() == SEED_PATH.read_bytes()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,13 +26,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from evaluator.baselines import baseline_label, baseline_paths
 from evaluator.errors import UserError
 from evaluator.evaluate import EvalOptions, evaluate
 from evaluator.records import Evaluation
 from evaluator.workloads.scenarios import Scenario, suite
 from harness.report import summary as report
 from harness.store.candidate import Candidate, code_hash
-from harness.cli.compare_command import baseline_label, baseline_paths
 from harness.config.settings import load_config
 from harness.cli.run_setup import eval_options
 from harness.store.run_store import CONFIG, RunStore, resolve_run

@@ -13,13 +13,14 @@ from types import ModuleType
 import pytest
 from candidate_factory import evaluation, failed
 
+from evaluator.baselines import BASELINES_DIR, baseline_paths
 from evaluator.errors import UserError
 from evaluator.records import Evaluation, ScenarioResult
 from harness.cli import compare_command
 from harness.cli.compare_command import Entry
 from seed_program import SEED_PATH
 
-BASELINES = compare_command.BASELINES_DIR
+BASELINES = BASELINES_DIR
 FAST = BASELINES / "vectorized_seed.py"  # the seed's placements at a few ms per call
 FORECAST = BASELINES / "forecast_lpt.py"
 BROKEN = "def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):\n    raise RuntimeError('boom')\n"
@@ -60,7 +61,7 @@ def test_baselines_add_the_seed_and_every_baseline_not_already_listed(tmp_path: 
     assert [e.label for e in extra] == ["vectorized_seed (baseline)"]  # the seed is listed (same bytes)
     labels = [e.label for e in compare_command.entries_for([FAST], with_baselines=True)]
     assert labels == [str(FAST), "seed (baseline)", "forecast_lpt (baseline)"]
-    assert {p.name for p in compare_command.baseline_paths()} >= {"vectorized_seed.py", "forecast_lpt.py"}
+    assert {p.name for p in baseline_paths()} >= {"vectorized_seed.py", "forecast_lpt.py"}
 
 
 def test_table_marks_invalid_programs_and_gives_their_reason_below() -> None:

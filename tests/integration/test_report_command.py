@@ -18,7 +18,7 @@ from evaluator.records import Evaluation
 from evaluator.workloads.scenarios import suite
 from harness.cli import report_command
 from harness.store.candidate import INVALID, VALID, Candidate, code_hash
-from harness.cli.compare_command import BASELINES_DIR
+from evaluator.baselines import BASELINES_DIR
 from harness.config.settings import EvaluatorSettings, PopulationSettings, RunConfig, dump_toml
 from harness.store.run_store import RunStore
 
