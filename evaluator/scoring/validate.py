@@ -102,6 +102,8 @@ def _check_log2phy(phy2log: torch.Tensor, log2phy: torch.Tensor, logcnt: torch.T
 
 def validate_placement(outputs: tuple, shape: Shape) -> str | None:
     """None if (phy2log, log2phy, logcnt) is a valid placement for `shape`, else the first violation."""
-    return (_check_types(outputs, shape)
-            or _check_phy2log(outputs[0], outputs[2], shape)
-            or _check_log2phy(*outputs, shape))
+    problem = _check_types(outputs, shape)
+    if problem:
+        return problem
+    phy2log, log2phy, logcnt = outputs
+    return _check_phy2log(phy2log, logcnt, shape) or _check_log2phy(phy2log, log2phy, logcnt, shape)

@@ -18,7 +18,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import numpy as np
 
@@ -188,7 +188,9 @@ class _LoadHistoryReader:
     def _peek(self) -> str:
         """The next non-whitespace character ('' at end of file), without consuming it."""
         while True:
-            self.pos = _WHITESPACE.match(self.buffer, self.pos).end()
+            blank = _WHITESPACE.match(self.buffer, self.pos)
+            assert blank is not None  # the pattern matches the empty string
+            self.pos = blank.end()
             if self.pos < len(self.buffer) or not self._fill(0):
                 return self.buffer[self.pos:self.pos + 1]
 
@@ -222,7 +224,7 @@ class _LoadHistoryReader:
     def _where(self) -> int:
         return self.dropped + self.pos
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str) -> NoReturn:
         raise UserError(f"{self.name}: {message}")
 
 
