@@ -13,22 +13,26 @@ Use the `openai_server` fixture, or `with FakeOpenAIServer() as server:`.
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
-
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Behaviour:
-    """What the server does for one chat request: wait `delay_s`, then send `status` + `body`."""
+    """What the server does for one chat request: wait `delay_s`, then send `status` + `body`, or,
+    with `reset`, drop the connection with a TCP reset instead of answering."""
 
     status: int = 200
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
     delay_s: float = 0.0
+    reset: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,13 +53,17 @@ def _error(status: int, message: str, code: str | None = None, headers: tuple[tu
     return _json(status, {"error": {"message": message, "type": "invalid_request_error", "code": code}}, headers)
 
 
-def ok(text: str, *, usage: tuple[int, int] | None = (100, 50), model: str = "test-model",
-       finish_reason: str = "stop", delay_s: float = 0.0) -> Behaviour:
-    """A normal completion; `usage=None` leaves the usage block out (as some local servers do)."""
+def ok(text: str | None, *, usage: tuple[int, int] | None = (100, 50), model: str = "test-model",
+       finish_reason: str = "stop", delay_s: float = 0.0, reasoning: str | None = None) -> Behaviour:
+    """A normal completion; `usage=None` leaves the usage block out (as some local servers do);
+    `finish_reason="length"` is an answer cut off at max_tokens; `reasoning` fills the
+    `reasoning_content` field a server with a reasoning parser (vLLM --reasoning-parser) adds."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
     payload: dict[str, Any] = {
         "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": model,
-        "choices": [{"index": 0, "finish_reason": finish_reason,
-                     "message": {"role": "assistant", "content": text}}],
+        "choices": [{"index": 0, "finish_reason": finish_reason, "message": message}],
     }
     if usage is not None:
         payload["usage"] = {"prompt_tokens": usage[0], "completion_tokens": usage[1],
@@ -76,6 +84,11 @@ def server_error(status: int = 500, message: str = "internal server error") -> B
 def slow(delay_s: float) -> Behaviour:
     """Sleeps `delay_s` before answering (longer than the client's deadline, so it times out)."""
     return ok("too late", delay_s=delay_s)
+
+
+def reset() -> Behaviour:
+    """The connection is reset (RST) after the request is read, as by a server that crashed mid-call."""
+    return Behaviour(reset=True)
 
 
 def malformed() -> Behaviour:
@@ -135,7 +148,7 @@ class FakeOpenAIServer:
         with self._lock:
             return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
-    def start(self) -> "FakeOpenAIServer":
+    def start(self) -> FakeOpenAIServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -147,7 +160,7 @@ class FakeOpenAIServer:
             self._httpd.shutdown()
             self._httpd.server_close()
 
-    def __enter__(self) -> "FakeOpenAIServer":
+    def __enter__(self) -> FakeOpenAIServer:
         return self.start()
 
     def __exit__(self, *_exc: object) -> None:
@@ -189,6 +202,12 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, behaviour: Behaviour) -> None:
             if behaviour.delay_s and server._stopping.wait(behaviour.delay_s):
+                return
+            if behaviour.reset:  # linger 0: closing sends RST, not FIN
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+                self.rfile.close()
+                self.close_connection = True
                 return
             try:
                 self.send_response(behaviour.status)

@@ -1,4 +1,4 @@
-"""The diff engine's error base: a one-line `reason` that goes verbatim to the model and the journal."""
+"""The diff engine's errors: a one-line `reason` that goes verbatim to the model and the journal."""
 
 
 class EngineError(ValueError):
@@ -7,3 +7,10 @@ class EngineError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class ResponseError(EngineError):
+    """A reply that cannot be read unambiguously; `reason` is a one-line message for the model.
+
+    Here rather than in `response.py` because reading a reply takes two modules (`reasoning.py`
+    finds where the answer starts, `response.py` reads it) and both raise it."""

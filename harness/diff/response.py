@@ -4,10 +4,20 @@ Pure text processing. Models wrap their answers in markdown fences, send CRLF li
 spaces after marker lines, split one diff over several `<DIFF>` sections, forget the closing
 `</DIFF>` of an otherwise complete reply or the `<DIFF>` tags altogether; all of that is accepted,
 because blocks are found by their marker lines wherever they are, so no block is ever dropped for
-sitting outside a tag. What is not accepted is anything whose meaning is unclear (a SEARCH without
-its divider, a block without its REPLACE marker, two dividers in one block): that raises
+sitting outside a tag. A byte-order mark is dropped, and so is reasoning (`reasoning.py`): only
+the answer is read, never the drafts a model thought through and rejected.
+
+What is not accepted is anything whose meaning is unclear (a SEARCH without its divider, a block
+without its REPLACE marker, two dividers in one block, a diff beside a rewrite): that raises
 `ResponseError` whose `reason` names the block and the response line, because the reason is shown
 verbatim to the model in the retry prompt.
+
+A `<CODE>` section is a rewrite only when it holds a program, which we take to be at least
+MIN_PROGRAM_LINES non-blank lines: the smallest program a rewrite may be (both EVOLVE markers and
+the `def rebalance_experts` line) has three, while prose that merely mentions the format ("rather
+than a full rewrite in <CODE>...</CODE>, here is a diff") holds a line or two. Whether it parses is
+left to the patch engine, whose error names the line (a rewrite cut off at max_tokens still counts
+as one, so the model hears what is wrong with it).
 """
 from __future__ import annotations
 
@@ -15,9 +25,12 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-from harness.diff.errors import EngineError
+from harness.diff.errors import ResponseError
+from harness.diff.reasoning import blank_reasoning
 
 DEFAULT_NAME = "unnamed"
+MIN_PROGRAM_LINES = 3  # see the module docstring
+BYTE_ORDER_MARK = "\ufeff"
 
 _TAG = re.compile(r"<(/?)(NAME|DESCRIPTION|DIFF|CODE)>", re.IGNORECASE)
 _SEARCH = re.compile(r"<{7}\s*SEARCH")
@@ -50,10 +63,6 @@ class Response:
     code: str | None
 
 
-class ResponseError(EngineError):
-    """A reply that cannot be read unambiguously; `reason` is a one-line message for the model."""
-
-
 @dataclass(frozen=True)
 class _Section:
     text: str
@@ -68,28 +77,34 @@ class _Marker(Enum):
 
 def parse_response(text: str) -> Response:
     """Parse a model reply; raise ResponseError when it holds no usable change or a malformed block."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = blank_reasoning(text.removeprefix(BYTE_ORDER_MARK).replace("\r\n", "\n").replace("\r", "\n"))
     name_section, description_section = _pick(_sections(text, "NAME")), _pick(_sections(text, "DESCRIPTION"))
     name = " ".join(name_section.text.split()) if name_section else ""
     description = description_section.text.strip() if description_section else ""
     edits = _scan_blocks(text)
     code_sections = _sections(text, "CODE")
-    closed_code = [section for section in code_sections if section.closed]
     if edits:
-        if closed_code:
+        if any(section.closed and _is_program(section) for section in code_sections):
             raise ResponseError("the response has both SEARCH/REPLACE blocks and a <CODE> rewrite; "
                                 "send only one of them")
         return Response(name or DEFAULT_NAME, description, edits, None)
-    if len(closed_code) > 1:
-        raise ResponseError(f"the response has {len(closed_code)} <CODE> sections; send one full program")
-    code_section = _pick(code_sections)
-    if code_section is None:
+    return Response(name or DEFAULT_NAME, description, (), _rewrite(code_sections))
+
+
+def _rewrite(code_sections: list[_Section]) -> str:
+    """The program of a reply without SEARCH/REPLACE blocks; ResponseError unless one <CODE> section holds one."""
+    programs = [section for section in code_sections if _is_program(section)]
+    closed = sum(section.closed for section in programs)
+    if closed > 1:
+        raise ResponseError(f"the response has {closed} <CODE> sections; send one full program")
+    program = _pick(programs)
+    if program is None and code_sections:
+        raise ResponseError(f"<CODE> holds no program (fewer than {MIN_PROGRAM_LINES} lines); put the complete "
+                            "program between <CODE> and </CODE>, or send SEARCH/REPLACE blocks inside <DIFF>...</DIFF>")
+    if program is None:
         raise ResponseError("no change found: send SEARCH/REPLACE blocks inside <DIFF>...</DIFF> ('<<<<<<< SEARCH', "
                             "'=======', '>>>>>>> REPLACE') or a full program inside <CODE>...</CODE>")
-    code = "\n".join(_strip_fences(code_section.text.split("\n"))).strip("\n")
-    if not code.strip():
-        raise ResponseError("<CODE> is empty; put the full program between <CODE> and </CODE>")
-    return Response(name or DEFAULT_NAME, description, (), code + "\n")
+    return _code(program) + "\n"
 
 
 def _sections(text: str, tag: str) -> list[_Section]:
@@ -111,6 +126,15 @@ def _pick(sections: list[_Section]) -> _Section | None:
     """The first closed section; failing that the last unclosed one (prose mentions come first)."""
     closed = [section for section in sections if section.closed]
     return closed[0] if closed else (sections[-1] if sections else None)
+
+
+def _code(section: _Section) -> str:
+    """A <CODE> section's program: fences unwrapped, blank lines around it dropped."""
+    return "\n".join(_strip_fences(section.text.split("\n"))).strip("\n")
+
+
+def _is_program(section: _Section) -> bool:
+    return sum(1 for line in _code(section).split("\n") if line.strip()) >= MIN_PROGRAM_LINES
 
 
 def _marker(line: str) -> _Marker | None:

@@ -5,10 +5,15 @@ operators (`mutate`), or the recorded answers of an earlier run (`replay`). The 
 treats them alike, so everything downstream (parsing, patching, evaluation, the journal) is
 the same whichever one produced the text.
 
-Three failure kinds, because the controller must react to each differently:
+Four failure kinds, because the controller must react to each differently:
 
-* `ProposerError`: this one call failed after its retries (endpoint down for a while, prompt
-  too long, malformed answers). The controller journals it and the run goes on.
+* `ProposerError`: this one call failed after its retries because of what was asked or answered
+  (prompt too long, empty answers, an answer cut off before it began). The controller journals it
+  and the run goes on.
+* `EndpointError`, a `ProposerError`: the endpoint itself failed after the retries (connection
+  refused or reset, timeouts, HTTP 5xx, 429 beyond the retries, bodies that are not a chat
+  completion). Nothing was learnt about the model's answer, so it is the harness's problem to
+  journal, never an error to show the model in a fix prompt.
 * `BudgetExhausted`: the money limit is reached; the run should stop cleanly. It is *not* a
   `ProposerError`, so a handler that journals-and-continues cannot swallow it by accident.
 * `evaluator.errors.UserError`: a configuration mistake (missing key, rejected key, unknown
@@ -18,8 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,11 @@ class ProposalRequest:
 
 @dataclass(frozen=True)
 class Proposal:
-    """One answer and what it cost. `tokens_estimated` is True when the endpoint sent no usage."""
+    """One answer and what it cost. `tokens_estimated` is True when the endpoint sent no usage.
+
+    `finish_reason` is why the model stopped, as the endpoint said ("stop"; "length": cut off at
+    the output limit, so the answer is incomplete), or None where nobody recorded it.
+    """
 
     text: str
     model: str
@@ -51,6 +61,7 @@ class Proposal:
     cost: float
     latency_s: float
     tokens_estimated: bool = False
+    finish_reason: str | None = None
 
 
 class Proposer(Protocol):
@@ -65,6 +76,10 @@ class Proposer(Protocol):
 
 class ProposerError(Exception):
     """One proposal failed after its retries; a result to journal, not a reason to stop the run."""
+
+
+class EndpointError(ProposerError):
+    """The endpoint failed after the retries (network, HTTP status, malformed body): not the model's answer."""
 
 
 class BudgetExhausted(Exception):

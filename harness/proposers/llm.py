@@ -5,6 +5,12 @@ per-request timeout, transient failures (429, 408/409, 5xx, timeouts, connection
 malformed answers) are retried with exponential backoff and jitter, honouring Retry-After,
 and anything that retrying cannot fix fails at once. That is what keeps one stalled endpoint
 from blocking a run for hours. Tokens and dollars are counted per call and against `max_cost`.
+
+Whose failure it was decides the exception: the endpoint's (network, timeouts, 429/5xx, a body that
+is not a chat completion) ends in `EndpointError`, the answer's (empty, or a request the server
+refused, such as a prompt over the context) in a plain `ProposerError`, so that the controller
+never shows the model an outage as if its answer were wrong. Every proposal carries the
+endpoint's `finish_reason`, "length" meaning the answer was cut off at `max_output_tokens`.
 """
 from __future__ import annotations
 
@@ -14,14 +20,15 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import openai
 
 from evaluator.errors import UserError
+from harness.proposers.base import BudgetExhausted, EndpointError, Proposal, ProposalRequest, ProposerError
 from harness.proposers.prompts import CHARS_PER_TOKEN, estimate_tokens
-from harness.proposers.base import BudgetExhausted, Proposal, ProposalRequest, ProposerError
 
 NO_KEY = "none"  # api_key_env value for local endpoints that need no key
 _PLACEHOLDER_KEY = "no-key"  # what we send then: never a key read from the environment
@@ -54,12 +61,14 @@ class LLMOptions:
 
 
 class _Transient(Exception):
-    """A failure worth retrying; `retry_after` is the server's requested wait, if it gave one."""
+    """A failure worth retrying; `retry_after` is the server's requested wait, if it gave one.
+    `endpoint` is False when the endpoint worked and the answer was the trouble (an empty one)."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, endpoint: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.endpoint = endpoint
 
 
 def read_api_key(env_name: str, environ: Mapping[str, str]) -> str | None:
@@ -199,17 +208,24 @@ class LLMProposer:
         attempts = self.options.retries + 1
         for attempt in range(attempts):
             try:
-                text, usage = self._complete(model, request.messages)
+                text, usage, finish_reason = self._complete(model, request.messages)
                 break
             except _Transient as exc:
                 if attempt == attempts - 1:
-                    raise ProposerError(f"{model}: {exc.reason} (gave up after {attempts} attempts)") from None
+                    raise self._gave_up(model, exc, f"(gave up after {attempts} attempts)") from None
                 delay = self._delay(attempt, exc.retry_after, jitter)
                 if delay is None:
-                    raise ProposerError(f"{model}: {exc.reason}; the server asks to wait {exc.retry_after:g} s, "
-                                        f"more than backoff_max_s={self.options.backoff_max_s:g}") from None
+                    raise self._gave_up(model, exc, f"and asks to wait {exc.retry_after:g} s, more than "
+                                                    f"backoff_max_s={self.options.backoff_max_s:g}") from None
                 self._sleep(delay)
-        return self._account(model, request.messages, text, usage, time.monotonic() - started)
+        return self._account(model, request.messages, text, usage, finish_reason, time.monotonic() - started)
+
+    def _gave_up(self, model: str, failure: _Transient, why: str) -> ProposerError:
+        """The final error of a call: EndpointError when the endpoint failed, else the answer's ProposerError."""
+        if failure.endpoint:
+            return EndpointError(f"endpoint failure at {self.options.api_base} ({model}): {failure.reason} {why}; "
+                                 "check that the server is up and not overloaded")
+        return ProposerError(f"{model}: {failure.reason} {why}")
 
     def _delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float | None:
         """Backoff with jitter, or the server's Retry-After when longer; None if that exceeds our cap."""
@@ -219,8 +235,8 @@ class LLMProposer:
             return backoff
         return max(backoff, retry_after) if retry_after <= opts.backoff_max_s else None
 
-    def _complete(self, model: str, messages: Sequence[dict[str, str]]) -> tuple[str, Any]:
-        """One HTTP call: (text, usage or None), or _Transient / ProposerError / UserError."""
+    def _complete(self, model: str, messages: Sequence[dict[str, str]]) -> tuple[str, Any, str | None]:
+        """One HTTP call: (text, usage or None, finish_reason), or _Transient / ProposerError / UserError."""
         extra: dict[str, Any] = {}
         if self.options.temperature is not None:
             extra["temperature"] = self.options.temperature
@@ -241,19 +257,26 @@ class LLMProposer:
                                 f"(HTTP 404: {message}); check the model names") from None
             raise ProposerError(f"{model}: HTTP {status}: {message}") from None
         except (ValueError, openai.APIResponseValidationError):
-            raise _Transient("malformed answer: the body is not valid JSON") from None
+            raise _Transient("malformed body: not valid JSON") from None
         choices = getattr(response, "choices", None)
         if not isinstance(choices, list):
-            raise _Transient("malformed answer: not a chat completion")
+            raise _Transient("malformed body: not a chat completion")
         if not choices:
-            raise _Transient("the answer has no choices")
-        text = choices[0].message.content if choices[0].message is not None else None
+            raise _Transient("malformed body: a chat completion with no choices")
+        choice = choices[0]
+        text = choice.message.content if choice.message is not None else None
         if not text or not text.strip():
-            raise _Transient(f"the answer is empty (finish_reason={choices[0].finish_reason})")
-        return text, response.usage
+            if choice.finish_reason == "length":  # the same limit would cut the same way: no retry
+                limit = self.options.max_output_tokens
+                of_limit = f" of {limit} tokens" if limit else ""
+                raise ProposerError(f"{model}: the answer is empty: the output limit{of_limit} was reached before "
+                                    "any answer (finish_reason length), most likely spent on reasoning; raise "
+                                    "max_output_tokens")
+            raise _Transient(f"the answer is empty (finish_reason={choice.finish_reason})", endpoint=False)
+        return text, response.usage, choice.finish_reason
 
     def _account(self, model: str, messages: Sequence[dict[str, str]], text: str, usage: Any,
-                 latency_s: float) -> Proposal:
+                 finish_reason: str | None, latency_s: float) -> Proposal:
         """Tokens from `usage` (estimated when the endpoint sent none), cost from prices, running total."""
         if usage is not None and usage.prompt_tokens is not None and usage.completion_tokens is not None:
             prompt_tokens, completion_tokens, estimated = usage.prompt_tokens, usage.completion_tokens, False
@@ -265,4 +288,4 @@ class LLMProposer:
         with self._lock:
             self._spent += cost
         return Proposal(text=text, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                        cost=cost, latency_s=latency_s, tokens_estimated=estimated)
+                        cost=cost, latency_s=latency_s, tokens_estimated=estimated, finish_reason=finish_reason)

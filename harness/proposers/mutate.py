@@ -212,7 +212,7 @@ class MutateProposer:
         rng = random.Random(f"{MODEL_NAME}:{request.seed}:{len(request.messages)}")
         text = self._answer(request, rng)
         return Proposal(text=text, model=MODEL_NAME, prompt_tokens=0, completion_tokens=0, cost=0.0,
-                        latency_s=time.monotonic() - started)
+                        latency_s=time.monotonic() - started, finish_reason="stop")
 
     def _answer(self, request: ProposalRequest, rng: random.Random) -> str:
         parent, note = request.parent_code, ""

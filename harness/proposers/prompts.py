@@ -205,6 +205,21 @@ def build_duplicate_message(twin: str) -> dict[str, str]:
         "Propose a different change, in the same format (NAME, DESCRIPTION, DIFF).")}
 
 
+def build_cut_off_message(max_output_tokens: int | None) -> dict[str, str]:
+    """The retry turn after an answer cut off at the output limit (finish_reason "length").
+
+    Not `build_fix_message`: nothing in a cut-off answer is wrong, it is too long, and the way to
+    fit is a shorter answer (less thinking aloud, small SEARCH texts, a diff rather than a rewrite
+    of the whole program). `max_output_tokens` None: the endpoint's own limit, size unknown.
+    """
+    limit = f" of {max_output_tokens} tokens" if max_output_tokens else ""
+    return {"role": "user", "content": (
+        f"Your answer was cut off at the output limit{limit} before it was complete, so it was not applied. "
+        "Answer again, shorter: keep the explanation and any reasoning brief, and send SEARCH/REPLACE blocks "
+        "whose SEARCH quotes only the few lines that change (with enough neighbours to match one place), "
+        "not a full rewrite in <CODE>. Same format (NAME, DESCRIPTION, DIFF).")}
+
+
 def estimate_tokens(messages: Sequence[dict[str, str]]) -> int:
     """A tokenizer-free estimate: ceil(chars / 3.5) per message plus 4 for the chat template.
 

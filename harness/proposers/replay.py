@@ -8,7 +8,8 @@ they reproduce the run without a model or network.
 
 Contract with the run directory: `journal.jsonl` holds one JSON object per line; objects with
 a `calls` list record proposer calls as {"prompt_hash", "response" (artifact path relative to
-the run directory), "model", "prompt_tokens", "completion_tokens", "cost", "latency_s"}.
+the run directory), "model", "prompt_tokens", "completion_tokens", "cost", "latency_s"}, and
+"finish_reason" where the recording has it (older runs do not: None then).
 
 Accounting: a replayed proposal reports the *recorded* model, tokens, cost and latency, not
 zeros. Anything the controller decides from them (a max_cost stop, a per-dollar model bandit)
@@ -42,10 +43,12 @@ def _load(run_dir: Path) -> dict[str, deque[Proposal]]:
                 if not path.is_file():
                     raise UserError(f"replay: {journal}:{number} names the response {call['response']}, "
                                     f"which is missing from the run directory")
+                finish = call.get("finish_reason")
                 proposal = Proposal(text=path.read_text(encoding="utf-8"), model=str(call["model"]),
                                     prompt_tokens=int(call["prompt_tokens"]),
                                     completion_tokens=int(call["completion_tokens"]),
-                                    cost=float(call["cost"]), latency_s=float(call["latency_s"]))
+                                    cost=float(call["cost"]), latency_s=float(call["latency_s"]),
+                                    finish_reason=None if finish is None else str(finish))
                 answers.setdefault(str(call["prompt_hash"]), deque()).append(proposal)
         except (ValueError, KeyError, TypeError) as exc:
             raise UserError(f"replay: {journal}:{number} is not a valid journal entry ({exc!r})") from None

@@ -5,18 +5,19 @@ expected outcome; the unit tests below pin the rules the corpus does not isolate
 """
 from __future__ import annotations
 
+import codecs
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from paths import RESPONSES, SHARED_SEEDS
 
 from evaluator.errors import UserError
 from harness.diff.guards import Region, find_regions
 from harness.diff.patch import BlockOutcome, PatchResult, apply_edits
 from harness.diff.response import EditBlock, Response, ResponseError, parse_response
-from paths import RESPONSES, SHARED_SEEDS
 
 CORPUS = RESPONSES
 SEEDS = SHARED_SEEDS
@@ -90,6 +91,17 @@ EXPECTED = {
     "two_dividers": Expect(error="block 1 has two '=======' dividers (lines 6 and 10)", parse_error=True),
     "prose_only": Expect(error="no change found", parse_error=True),
     "diff_and_code": Expect(error="both SEARCH/REPLACE blocks and a <CODE> rewrite", parse_error=True),
+    # Reasoning sent in the content: only the answer after it applies, never a draft inside it.
+    "think_draft_elsewhere": Expect(("exact",)),
+    "think_draft_same_lines": Expect(("exact",), output="think_draft_elsewhere"),
+    "think_closing_only": Expect(("exact",), output="think_draft_elsewhere"),
+    "harmony_channels": Expect(("exact",), output="think_draft_elsewhere"),
+    "think_unclosed": Expect(error="the answer holds only reasoning text: the reasoning opened by '<think>' at line 1 "
+                             "never ends", parse_error=True),
+    "think_only": Expect(error="the answer holds only reasoning text: nothing follows the '</think>' at line 14",
+                         parse_error=True),
+    "bom": Expect(("exact",), output="think_draft_elsewhere"),
+    "code_mentioned_in_prose": Expect(("exact",), output="think_draft_elsewhere"),
 }
 
 
@@ -110,6 +122,7 @@ def test_every_corpus_reply_has_an_expectation_and_every_output_file_a_case() ->
     assert (CORPUS / "crlf.txt").read_bytes().count(b"\r\n") > 20
     assert b"):   \n" in (CORPUS / "trailing_whitespace.txt").read_bytes()
     assert b"<<<<<<< SEARCH   \n" in (CORPUS / "marker_trailing_spaces.txt").read_bytes()
+    assert (CORPUS / "bom.txt").read_bytes().startswith(codecs.BOM_UTF8)
 
 
 @pytest.mark.parametrize("case", sorted(EXPECTED))

@@ -4,8 +4,19 @@ from __future__ import annotations
 import pytest
 
 from evaluator.errors import UserError
-from harness.proposers.prompts import (FORMAT_RULES, TASK_STATEMENT, FailedAttempt, Inspiration, ProgramView,
-                             PromptContext, build_fix_message, build_messages, estimate_tokens, fit_to_context)
+from harness.proposers.prompts import (
+    FORMAT_RULES,
+    TASK_STATEMENT,
+    FailedAttempt,
+    Inspiration,
+    ProgramView,
+    PromptContext,
+    build_cut_off_message,
+    build_fix_message,
+    build_messages,
+    estimate_tokens,
+    fit_to_context,
+)
 
 PARENT_CODE = "# EVOLVE-BLOCK-START\ndef place():\n    return 1\n# EVOLVE-BLOCK-END\n"
 
@@ -55,6 +66,14 @@ def test_fix_message_quotes_the_engine_error():
     error = "SEARCH block 2 does not match; nearest miss at line 57 (indentation differs)"
     message = build_fix_message(error)
     assert message["role"] == "user" and error in message["content"]
+
+
+@pytest.mark.parametrize("limit, said", [(8192, "cut off at the output limit of 8192 tokens"),
+                                         (None, "cut off at the output limit before")])
+def test_cut_off_message_names_the_limit_and_asks_for_a_short_diff(limit, said):
+    message = build_cut_off_message(limit)
+    assert message["role"] == "user" and said in message["content"]
+    assert "not a full rewrite in <CODE>" in message["content"] and "(NAME, DESCRIPTION, DIFF)" in message["content"]
 
 
 def test_estimate_is_chars_over_3_5_plus_message_overhead():
