@@ -197,3 +197,7 @@ def test_a_short_offline_hill_climb_beats_the_seed():
         if result.ok and (score := fit_and_score(result.text, 5)) > best_score:
             best, best_score = result.text, score
     assert best_score > seed_score + 0.02
+
+
+def test_an_offline_answer_is_never_cut_off():
+    assert MutateProposer().propose(request(SEED, 1)).finish_reason == "stop"

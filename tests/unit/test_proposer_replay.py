@@ -74,3 +74,11 @@ def test_a_corrupt_journal_line_is_named(tmp_path):
     (tmp_path / "journal.jsonl").write_text('{"calls": []}\n{not json\n', encoding="utf-8")
     with pytest.raises(UserError, match=r"journal.jsonl:2 is not a valid journal entry"):
         ReplayProposer(tmp_path)
+
+
+def test_the_recorded_finish_reason_is_replayed_and_older_runs_have_none(tmp_path):
+    cut = {**call(tmp_path, "A", "cut off", 1), "finish_reason": "length"}
+    write_journal(tmp_path, [{"calls": [cut, call(tmp_path, "B", "old run", 2)]}])
+    replay = ReplayProposer(tmp_path)
+    assert replay.propose(request("A")).finish_reason == "length"
+    assert replay.propose(request("B")).finish_reason is None
