@@ -8,11 +8,11 @@ docs/workloads.md, "Budget"): `default` within a minute on a 2-core CPU, `quick`
 from __future__ import annotations
 
 import hashlib
-
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -42,6 +42,13 @@ class WindowSource(Protocol):
     def heldout(self) -> np.ndarray: ...
 
 
+@runtime_checkable
+class FreshSource(Protocol):
+    """A source with a generator behind it, which can draw new windows of the same workload."""
+
+    def fresh(self, nonce: int, count: int) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A deployment shape and its load windows. Windows are produced lazily and cached per process."""
@@ -59,13 +66,25 @@ class Scenario:
         """[W', L, E] int64 never scored during a search (UserError when the trace is too short)."""
         return torch.from_numpy(np.array(self.source.heldout()))
 
+    def fresh_windows(self, nonce: int, count: int) -> torch.Tensor | None:
+        """[count, L, E] int64: new windows of the same workload drawn from `nonce`; None for a trace file.
+
+        For the fresh-stream check (evaluator/scoring/fresh_check.py): same deployment, fixed
+        popularity and parameters as the search and held-out windows, dynamics no one has seen,
+        started the way theirs are, so position i of each stream compares. A trace file has
+        no generator behind it, so the check is skipped there. Costs ~4-5 ms a DeepSeek-V3 window.
+        """
+        if not isinstance(self.source, FreshSource):
+            return None
+        return torch.from_numpy(np.array(self.source.fresh(nonce, count)))
+
     def windows_digest(self, heldout: bool) -> str:
         """A digest of the search (or held-out) windows: which loads a score was made on.
 
-        Synthetic windows come from NumPy's random generator and floating-point maths, which can
-        differ between NumPy versions and CPUs (measured: NumPy 2.4.6 on this VM and 2.5.2 on an
-        H100 host give different windows for 5 of the 8 default-suite window sets), so two
-        machines' scores are comparable only where these digests match.
+        The built-in suites' published windows are the same on every machine. A secret suite's
+        windows are generated at run time, and another NumPy release or CPU may generate other
+        ones from the same secret (NumPy's generator and float maths differ between them), so
+        scores compare only where these digests match.
         """
         windows = self.source.heldout() if heldout else self.source.search()
         return hashlib.sha256(np.ascontiguousarray(windows).tobytes()).hexdigest()[:16]
@@ -89,37 +108,55 @@ QWEN3_30B = Shape(48, 128, 160, 1, 1, 8)
 QWEN3_235B = Shape(94, 128, 160, 1, 4, 32)
 
 
-def _synthetic(name: str, shape: Shape, params: TraceParams, seed: int, num_search: int, num_heldout: int,
-               description: str) -> Scenario:
-    source = SyntheticSource(params, shape.num_layers, shape.num_experts, seed, num_search, num_heldout)
-    return Scenario(name, shape, description, source)
+# Windows per fresh stream (Scenario.fresh_windows) for the fresh-stream check: 16 more calls per
+# scenario should take the seed's default-suite evaluation from ~22 s to ~34 s (docs/workloads.md).
+FRESH_WINDOWS = 16
 
 
-def _default_suite() -> list[Scenario]:
+@dataclass(frozen=True)
+class _Workload:
+    """A built-in suite's scenario before its windows: the published workload `key` and its windows' counts."""
+
+    name: str
+    shape: Shape
+    params: TraceParams
+    seed: int
+    key: str  # its published windows (evaluator/workloads/windows/KEY.npz)
+    num_search: int
+    num_heldout: int
+    description: str
+
+    def scenario(self, secret: int | None) -> Scenario:
+        source = SyntheticSource(self.params, self.shape.num_layers, self.shape.num_experts, self.seed,
+                                 self.num_search, self.num_heldout, secret=secret, published=self.key)
+        return Scenario(self.name, self.shape, self.description, source)
+
+
+def _default_suite() -> list[_Workload]:
     n, h = SEARCH_WINDOWS, HELDOUT_WINDOWS
     return [
-        _synthetic("deepseek-v3-prefill", DEEPSEEK_V3_PREFILL, PREFILL, 1, n, h,
-                   "DeepSeek-V3 prefill: 58 x 256 experts (top-8) on 32 GPUs in 4 nodes, 9 slots per GPU; "
-                   "8 groups on 4 nodes (hierarchical policy)"),
-        _synthetic("deepseek-v3-decode", DEEPSEEK_V3_DECODE, DECODE, 2, n, h,
-                   "DeepSeek-V3 decode: 58 x 256 experts (top-8) on 144 GPUs in 18 nodes, 2 slots per GPU; "
-                   "8 groups do not divide over 18 nodes (global policy)"),
-        _synthetic("qwen3-30b-a3b", QWEN3_30B, PREFILL, 3, n, h,
-                   "Qwen3-30B-A3B: 48 x 128 experts (top-8) on 8 GPUs in 1 node, 20 slots per GPU"),
-        _synthetic("qwen3-235b-a22b", QWEN3_235B, PREFILL, 4, n, h,
-                   "Qwen3-235B-A22B: 94 x 128 experts (top-8) with 32 redundant slots on 32 GPUs in 4 nodes, "
-                   "5 slots per GPU (global policy)"),
+        _Workload("deepseek-v3-prefill", DEEPSEEK_V3_PREFILL, PREFILL, 1, "deepseek-v3-prefill", n, h,
+                  "DeepSeek-V3 prefill: 58 x 256 experts (top-8) on 32 GPUs in 4 nodes, 9 slots per GPU; "
+                  "8 groups on 4 nodes (hierarchical policy)"),
+        _Workload("deepseek-v3-decode", DEEPSEEK_V3_DECODE, DECODE, 2, "deepseek-v3-decode", n, h,
+                  "DeepSeek-V3 decode: 58 x 256 experts (top-8) on 144 GPUs in 18 nodes, 2 slots per GPU; "
+                  "8 groups do not divide over 18 nodes (global policy)"),
+        _Workload("qwen3-30b-a3b", QWEN3_30B, PREFILL, 3, "qwen3-30b-a3b", n, h,
+                  "Qwen3-30B-A3B: 48 x 128 experts (top-8) on 8 GPUs in 1 node, 20 slots per GPU"),
+        _Workload("qwen3-235b-a22b", QWEN3_235B, PREFILL, 4, "qwen3-235b-a22b", n, h,
+                  "Qwen3-235B-A22B: 94 x 128 experts (top-8) with 32 redundant slots on 32 GPUs in 4 nodes, "
+                  "5 slots per GPU (global policy)"),
     ]
 
 
-def _quick_suite() -> list[Scenario]:
+def _quick_suite() -> list[_Workload]:
     n, h = QUICK_SEARCH_WINDOWS, QUICK_HELDOUT_WINDOWS
     return [
-        # Same seed and parameters as the default scenario: its windows are the default's first ones.
-        _synthetic("deepseek-v3-prefill-quick", DEEPSEEK_V3_PREFILL, PREFILL, 1, n, h,
-                   f"DeepSeek-V3 prefill (the default scenario's first {n} windows)"),
-        _synthetic("qwen3-30b-a3b-12l", replace(QWEN3_30B, num_layers=12), PREFILL, 3, n, h,
-                   "Qwen3-30B-A3B cut to 12 of its 48 layers: 12 x 128 experts on 8 GPUs, 20 slots per GPU"),
+        # The default scenario's workload, seed and (published or secret) dynamics: its first windows.
+        _Workload("deepseek-v3-prefill-quick", DEEPSEEK_V3_PREFILL, PREFILL, 1, "deepseek-v3-prefill", n, h,
+                  f"DeepSeek-V3 prefill (the default scenario's first {n} windows)"),
+        _Workload("qwen3-30b-a3b-12l", replace(QWEN3_30B, num_layers=12), PREFILL, 3, "qwen3-30b-a3b-12l", n, h,
+                  "Qwen3-30B-A3B cut to 12 of its 48 layers: 12 x 128 experts on 8 GPUs, 20 slots per GPU"),
     ]
 
 
@@ -130,11 +167,41 @@ def suite_names() -> list[str]:
     return list(_SUITES)
 
 
-def suite(name: str) -> list[Scenario]:
-    """The named suite's scenarios (cheap: windows are generated on first use)."""
+def suite(name: str, secret: int | None = None) -> list[Scenario]:
+    """The named suite's scenarios (cheap: windows are read or generated on first use).
+
+    `secret` None gives the published windows, the same on every machine (what `eval` and
+    `compare` score). An integer (new_secret()) gives the same deployments, names, popularity and
+    traffic parameters with search and held-out dynamics drawn from (scenario seed, secret):
+    windows a candidate cannot regenerate from the public code, for a search run to score on.
+    """
     if name not in _SUITES:
         raise UserError(f"unknown suite '{name}'; known suites: {', '.join(_SUITES)}")
-    return _SUITES[name]()
+    if secret is not None and not (isinstance(secret, int) and secret >= 0):
+        raise ValueError(f"a suite's secret must be a non-negative integer, got {secret!r}")
+    return [workload.scenario(secret) for workload in _SUITES[name]()]
+
+
+def new_secret() -> int:
+    """A fresh 64-bit secret for a run's windows (or a nonce for a fresh stream), from the OS's CSPRNG."""
+    return secrets.randbits(64)
+
+
+def published_workloads() -> dict[str, SyntheticSource]:
+    """Every published workload's source with the most windows any suite asks of it, by key.
+
+    What bench/make_published_windows.py generates and ships; the built-in suites read prefixes of it.
+    """
+    longest: dict[str, _Workload] = {}
+    for make in _SUITES.values():
+        for workload in make():
+            known = longest.get(workload.key, workload)
+            if (known.params, known.shape, known.seed) != (workload.params, workload.shape, workload.seed):
+                raise RuntimeError(f"published workload {workload.key} is used with two different generators")
+            longest[workload.key] = replace(known, num_search=max(known.num_search, workload.num_search),
+                                            num_heldout=max(known.num_heldout, workload.num_heldout))
+    return {key: SyntheticSource(w.params, w.shape.num_layers, w.shape.num_experts, w.seed, w.num_search,
+                                 w.num_heldout) for key, w in longest.items()}
 
 
 # -- real traces ---------------------------------------------------------------------------------

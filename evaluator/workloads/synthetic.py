@@ -22,22 +22,29 @@ every layer's total exactly tokens x top_k (as real routing does), ignores that 
 experts are distinct, and slightly understates the variance of a sum of multinomials with
 different probabilities; both effects are far below the batch noise at these token counts.
 
-Randomness comes only from explicit `numpy.random.Generator`s seeded from one integer, and
-every window draws its numbers in a fixed order, so the same seed gives bit-identical windows
-and a shorter trace is a prefix of a longer one (the quick suite reuses the default suite's
-first windows). NumPy, not torch, draws them: its reductions do not depend on the thread count.
+Randomness comes only from explicit `numpy.random.Generator`s seeded through
+`SeedSequence(seed)` (published dynamics) or `SeedSequence((seed, secret))` (a run's secret
+dynamics, a fresh stream's nonce), and every window draws its numbers in a fixed order, so the
+same seed gives bit-identical windows on one machine and a shorter trace is a prefix of a longer
+one (the quick suite reuses the default suite's first windows). NumPy, not torch, draws them:
+its reductions do not depend on the thread count. Another NumPy release or CPU may draw other
+windows, which is why the built-in suites' windows are shipped (evaluator/workloads/published.py)
+rather than generated.
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-# SeedSequence spawn keys: the deployment's fixed popularity, and two independent dynamics.
+from evaluator.workloads import published
+
+# SeedSequence spawn keys: the deployment's fixed popularity, and independent dynamics on it.
 _BASE_STREAM = 0
 SEARCH_STREAM = 1
 HELDOUT_STREAM = 2
+FRESH_STREAM = 3  # always with a nonce, so never the same as bench_baselines' extra streams 3, 4, ...
 
 
 @dataclass(frozen=True)
@@ -64,24 +71,29 @@ class TraceParams:
 
 
 def generate_windows(params: TraceParams, num_layers: int, num_experts: int, seed: int, stream: int,
-                     num_windows: int) -> np.ndarray:
+                     num_windows: int, secret: int | None = None) -> np.ndarray:
     """[num_windows, L, E] int64 tokens routed per expert, summed over each window's steps.
 
     `seed` fixes the deployment (its per-layer popularity); `stream` picks independent dynamics
-    on top of it (SEARCH_STREAM, HELDOUT_STREAM): the same workload, different moments. Both
-    start from the drift's stationary distribution, so a held-out stream is statistically the
-    far future of the search stream. The result is cached and read-only; copy before mutating.
+    on top of it (SEARCH_STREAM, HELDOUT_STREAM), and `secret`, when given, another family of
+    them: the same workload, different moments. Every stream starts from the drift's stationary
+    distribution, so a held-out stream is statistically the far future of the search stream.
+    The result is cached and read-only; copy before mutating.
     """
-    return _cached_windows(params, num_layers, num_experts, seed, stream, num_windows)
+    source = SyntheticSource(params, num_layers, num_experts, seed, 0, 0, secret)
+    return _generated(source, stream, num_windows)
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_windows(params: TraceParams, num_layers: int, num_experts: int, seed: int, stream: int,
-                    num_windows: int) -> np.ndarray:
-    base = _base_popularity(params, num_layers, num_experts, seed)
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream,)))
-    drift = params.drift_sigma * rng.standard_normal((num_layers, num_experts))
-    windows = np.empty((num_windows, num_layers, num_experts), dtype=np.int64)
+def dynamics_rng(seed: int, stream: int, secret: int | None) -> np.random.Generator:
+    """The generator of one stream's dynamics: published (`secret` None) or drawn from a secret or nonce."""
+    entropy = seed if secret is None else (seed, secret)
+    return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(stream,)))
+
+
+def simulate(params: TraceParams, base: np.ndarray, rng: np.random.Generator, num_windows: int) -> np.ndarray:
+    """[num_windows, L, E] read-only windows of the workload with fixed log-popularity `base`."""
+    drift = params.drift_sigma * rng.standard_normal(base.shape)
+    windows = np.empty((num_windows, *base.shape), dtype=np.int64)
     for index in range(num_windows):
         windows[index] = _sample_window(params, base + drift, rng)
         drift = _advance_drift(params, drift, rng)
@@ -89,12 +101,15 @@ def _cached_windows(params: TraceParams, num_layers: int, num_experts: int, seed
     return windows
 
 
-def _base_popularity(params: TraceParams, num_layers: int, num_experts: int, seed: int) -> np.ndarray:
-    """[L, E] fixed log-popularity: lognormal popularity with a different skew in every layer."""
+@functools.lru_cache(maxsize=64)
+def base_popularity(params: TraceParams, num_layers: int, num_experts: int, seed: int) -> np.ndarray:
+    """[L, E] fixed log-popularity, read-only: lognormal popularity with a different skew in every layer."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_BASE_STREAM,)))
     low, high = params.skew_range
     skew = rng.uniform(low, high, size=(num_layers, 1))
-    return skew * rng.standard_normal((num_layers, num_experts))
+    base = skew * rng.standard_normal((num_layers, num_experts))
+    base.flags.writeable = False
+    return base
 
 
 def _advance_drift(params: TraceParams, drift: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -127,6 +142,12 @@ class SyntheticSource:
 
     Held-out windows come from HELDOUT_STREAM: the same deployment and workload (same fixed
     popularity and parameters) at another moment, which the search never scores on.
+
+    `published` names the shipped windows of a built-in workload (evaluator/workloads/published.py):
+    its fixed popularity is read from them, and so are its search and held-out windows unless
+    `secret` is given. `secret` replaces the published dynamics by ones drawn from (seed,
+    secret): the same deployment and workload, windows nobody can regenerate without the secret.
+    `fresh(nonce, count)` draws yet another stream of the workload, for the fresh-stream check.
     """
 
     params: TraceParams
@@ -135,11 +156,41 @@ class SyntheticSource:
     seed: int
     num_search: int
     num_heldout: int
+    secret: int | None = field(default=None, repr=False)  # kept out of logs and error messages
+    published: str | None = None
 
     def search(self) -> np.ndarray:
-        return generate_windows(self.params, self.num_layers, self.num_experts, self.seed, SEARCH_STREAM,
-                                self.num_search)
+        return self._stream(SEARCH_STREAM, self.num_search)
 
     def heldout(self) -> np.ndarray:
-        return generate_windows(self.params, self.num_layers, self.num_experts, self.seed, HELDOUT_STREAM,
-                                self.num_heldout)
+        return self._stream(HELDOUT_STREAM, self.num_heldout)
+
+    def fresh(self, nonce: int, count: int) -> np.ndarray:
+        """[count, L, E] windows of new dynamics drawn from `nonce`, started like every other stream.
+
+        Not cached: a nonce is used once. Never equal to the search or held-out windows, whatever
+        the nonce (another spawn key).
+        """
+        return simulate(self.params, self.base(), dynamics_rng(self.seed, FRESH_STREAM, nonce), count)
+
+    def base(self) -> np.ndarray:
+        """[L, E] the deployment's fixed log-popularity (shipped for a published workload)."""
+        if self.published is not None:
+            return published.load(self.published).base
+        return base_popularity(self.params, self.num_layers, self.num_experts, self.seed)
+
+    def _stream(self, stream: int, count: int) -> np.ndarray:
+        if self.published is None or self.secret is not None:
+            return _generated(self, stream, count)
+        shipped = published.load(self.published)
+        windows = shipped.search if stream == SEARCH_STREAM else shipped.heldout
+        if windows.shape[0] < count:
+            raise RuntimeError(f"{published.path_of(self.published)} holds {windows.shape[0]} windows of stream "
+                               f"{stream}, {count} asked for; regenerate it with bench/make_published_windows.py")
+        return windows[:count]
+
+
+@functools.lru_cache(maxsize=64)
+def _generated(source: SyntheticSource, stream: int, count: int) -> np.ndarray:
+    """`source`'s generated windows of `stream`, cached: a search scores the same windows many times."""
+    return simulate(source.params, source.base(), dynamics_rng(source.seed, stream, source.secret), count)

@@ -9,9 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from evaluator.scoring import metrics
 from evaluator.errors import UserError
-from evaluator.workloads.scenarios import Shape, check_shape, resolve_shape, suite, suite_names, trace_scenarios
+from evaluator.scoring import metrics
+from evaluator.workloads import synthetic
+from evaluator.workloads.scenarios import (
+    FRESH_WINDOWS,
+    Shape,
+    check_shape,
+    new_secret,
+    published_workloads,
+    resolve_shape,
+    suite,
+    suite_names,
+    trace_scenarios,
+)
 from seed_program.eplb import rebalance_experts
 
 
@@ -42,6 +53,80 @@ def test_default_suite_covers_both_policies_and_the_four_deployments() -> None:
     assert (decode.num_gpus, decode.num_groups % decode.num_nodes != 0) == (144, True)  # global policy
     assert shapes["qwen3-30b-a3b"] == Shape(48, 128, 160, 1, 1, 8)
     assert shapes["qwen3-235b-a22b"].num_replicas - shapes["qwen3-235b-a22b"].num_experts == 32
+
+
+# The shipped windows' digests (search, held-out), as bench/make_published_windows.py prints them.
+PUBLISHED_DIGESTS = {
+    ("default", "deepseek-v3-prefill"): ("bc3189c1ba139a62", "673294c3982697a0"),
+    ("default", "deepseek-v3-decode"): ("1a8fe535fe9395d2", "393587c1410e6fdb"),
+    ("default", "qwen3-30b-a3b"): ("dab721f6c30fede9", "1e9026d1c67852bb"),
+    ("default", "qwen3-235b-a22b"): ("df836f2e9ee7eff5", "c9a4623488e861c6"),
+    ("quick", "deepseek-v3-prefill-quick"): ("fa9041246ded6d85", "62776ae1b180850d"),
+    ("quick", "qwen3-30b-a3b-12l"): ("9e3f15cdad20137e", "d46aa855f8be5c36"),
+}
+
+
+def test_published_windows_are_the_shipped_ones_on_every_machine(monkeypatch) -> None:
+    """Read, never generated (another NumPy would draw others), and unchanged: a rewritten file fails here."""
+    monkeypatch.setattr(synthetic, "simulate", None)
+    digests = {(name, s.name): (s.windows_digest(False), s.windows_digest(True))
+               for name in suite_names() for s in suite(name)}
+    assert digests == PUBLISHED_DIGESTS
+
+
+def test_every_published_workload_is_shipped_with_the_windows_its_suites_use() -> None:
+    sources = published_workloads()
+    assert sorted(sources) == ["deepseek-v3-decode", "deepseek-v3-prefill", "qwen3-235b-a22b", "qwen3-30b-a3b",
+                               "qwen3-30b-a3b-12l"]
+    assert (sources["deepseek-v3-prefill"].num_search, sources["deepseek-v3-prefill"].num_heldout) == (30, 8)
+
+
+def test_a_secret_suite_is_the_same_deployments_with_windows_no_one_else_has() -> None:
+    published, secret, again = suite("quick"), suite("quick", secret=2**64 - 1), suite("quick", secret=2**64 - 1)
+    other = suite("quick", secret=7)
+    for plain, hidden, same, different in zip(published, secret, again, other):
+        assert (hidden.name, hidden.shape, hidden.description) == (plain.name, plain.shape, plain.description)
+        np.testing.assert_array_equal(hidden.source.base(), plain.source.base())
+        assert hidden.source.params == plain.source.params
+        for heldout in (False, True):
+            assert hidden.windows_digest(heldout) == same.windows_digest(heldout)
+            assert len({plain.windows_digest(heldout), hidden.windows_digest(heldout),
+                        different.windows_digest(heldout)}) == 3
+        assert hidden.search_windows().shape == plain.search_windows().shape
+        assert hidden.heldout_windows().shape == plain.heldout_windows().shape
+
+
+def test_a_secret_quick_prefill_is_the_secret_default_prefills_first_windows() -> None:
+    quick, default = suite("quick", secret=42)[0], suite("default", secret=42)[0]
+    count = quick.search_windows().shape[0]
+    assert torch.equal(quick.search_windows(), default.search_windows()[:count])
+
+
+@pytest.mark.parametrize("secret", [-1, 1.5, "7"])
+def test_a_secret_must_be_a_non_negative_integer(secret) -> None:
+    with pytest.raises(ValueError, match="a suite's secret must be a non-negative integer"):
+        suite("quick", secret=secret)
+
+
+def test_new_secrets_are_64_bit_and_differ() -> None:
+    drawn = {new_secret() for _ in range(8)}
+    assert len(drawn) == 8 and all(0 <= s < 2**64 for s in drawn)
+
+
+def test_a_secret_stays_out_of_reprs_that_may_reach_logs_or_prompts() -> None:
+    secret = 987654321987654321
+    assert str(secret) not in repr(suite("quick", secret=secret))
+
+
+def test_fresh_windows_are_new_windows_of_the_same_workload() -> None:
+    scenario = suite("quick")[1]
+    fresh = scenario.fresh_windows(nonce=5, count=FRESH_WINDOWS)
+    assert fresh.dtype == torch.int64 and fresh.shape == (FRESH_WINDOWS, 12, 128)
+    assert torch.equal(scenario.fresh_windows(nonce=5, count=3), fresh[:3])
+    assert not torch.equal(scenario.fresh_windows(nonce=6, count=3), fresh[:3])
+    assert not torch.equal(fresh[:2], scenario.search_windows()[:2])
+    fresh.zero_()  # a copy, like the other windows
+    assert scenario.fresh_windows(nonce=5, count=1).sum() > 0
 
 
 def test_windows_are_fresh_copies_so_callers_cannot_corrupt_the_cache() -> None:
@@ -95,6 +180,7 @@ def test_trace_scenarios_take_the_shape_from_the_file_and_the_flags(tmp_path: Pa
     assert "12 windows of 10 steps" in plain.description
     [decode] = trace_scenarios([path], 10, {"nodes": 18, "gpus": 144, "replicas": None})
     assert decode.shape == Shape(2, 256, 288, 8, 18, 144)
+    assert plain.fresh_windows(nonce=1, count=4) is None  # no generator behind a trace: no fresh-stream check
 
 
 def test_two_traces_with_the_same_stem_get_distinct_names(tmp_path: Path) -> None:
