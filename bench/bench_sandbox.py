@@ -1,6 +1,6 @@
 """Fixed cost of the sandbox: per candidate (start + one tiny call + close) and per call.
 
-    python bench/bench_sandbox.py [--sandbox process|bwrap] [--candidates 20] [--calls 200]
+    python bench/bench_sandbox.py [--sandbox auto|process|bwrap] [--candidates 20] [--calls 200]
 
 Prints the fork server's one-off start time, the median and 90th percentile of a candidate's
 fixed cost, the median round trip of a no-op call and its overhead over the runtime the child
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from evaluator.sandbox import servers  # noqa: E402
+from evaluator.sandbox import isolation, servers  # noqa: E402
 from evaluator.sandbox.candidate_process import CandidateProcess, Limits  # noqa: E402
 
 BUDGET_S = 0.5
@@ -42,17 +42,17 @@ def _percentile(values: list[float], q: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sandbox", default="process", choices=["process", "bwrap"])
+    parser.add_argument("--sandbox", default="auto", choices=["auto", "process", "bwrap"])
     parser.add_argument("--candidates", type=int, default=20)
     parser.add_argument("--calls", type=int, default=200)
     options = parser.parse_args()
-    limits = Limits(sandbox=options.sandbox)
+    limits = Limits(sandbox=isolation.resolve_sandbox(options.sandbox))
     window = torch.rand(4, 16)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "no_op.py"
         path.write_text(NO_OP)
         began = time.perf_counter()
-        servers.server_for(options.sandbox)
+        servers.server_for(limits.sandbox)
         server_start = time.perf_counter() - began
         fixed = []
         for _ in range(options.candidates):
@@ -69,7 +69,7 @@ def main() -> int:
                 trips.append(result.round_trip_s)
                 gaps.append(result.round_trip_s - result.runtime_s)
     median = statistics.median(fixed)
-    print(f"sandbox              {options.sandbox}")
+    print(f"sandbox              {limits.sandbox}")
     print(f"fork server start    {server_start * 1000:8.1f} ms (once per evaluator process)")
     print(f"per candidate        median {median * 1000:7.1f} ms, p90 "
           f"{_percentile(fixed, 0.9) * 1000:7.1f} ms  (start + 1 call + close, "

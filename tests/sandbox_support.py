@@ -1,12 +1,19 @@
-"""Shared helpers for the sandbox tests: the hostile corpus, small windows, process scans."""
+"""Shared helpers for the sandbox tests: the hostile corpus, small windows, process scans, and
+running a test in each sandbox that can run here."""
 from __future__ import annotations
 
+import functools
+import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 
+from evaluator.errors import UserError
+from evaluator.sandbox import servers
 from evaluator.sandbox.candidate_process import CandidateFailure, CandidateProcess, Limits
 
 HOSTILE = Path(__file__).parent / "hostile"
@@ -14,6 +21,31 @@ LAYERS, EXPERTS, REPLICAS, GROUPS, NODES, GPUS = 4, 16, 24, 4, 1, 4
 ARGS = (REPLICAS, GROUPS, NODES, GPUS)
 FAST = Limits(call_timeout_s=5.0, load_timeout_s=10.0, deadline_s=60.0, memory_mb=512)
 PREPEND = "# prepend: "
+SANDBOXES = ("process", "bwrap")
+
+
+@functools.cache
+def unusable(sandbox: str) -> str | None:
+    """Why `sandbox` cannot run candidates here (bwrap missing; as root, a Python installation
+    that candidates' uids cannot read), or None."""
+    try:
+        servers.server_for(sandbox)
+    except UserError as error:
+        return str(error)
+    return None
+
+
+def in_sandbox(sandbox: str, limits: Limits = FAST) -> Limits:
+    """`limits` in `sandbox`; skips the calling test where that sandbox cannot run here."""
+    why = unusable(sandbox)
+    if why is not None:
+        pytest.skip(why)
+    return replace(limits, sandbox=sandbox)
+
+
+def printed(output: str, key: str) -> dict:
+    """The JSON a hostile program printed after `key=` (its first such line)."""
+    return json.loads(output.split(f"{key}=", 1)[1].splitlines()[0])
 
 
 def program(name: str, directory: Path, **substitutions: str) -> Path:

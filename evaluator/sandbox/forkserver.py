@@ -8,9 +8,13 @@ after that is unsafe) and runs single-threaded (BLAS pools are pinned to one thr
 environment), so fork() is safe here.
 
 Protocol, on the SOCK_SEQPACKET control socket whose other end the evaluator holds (wire.py):
-- on start the server sends {"op": "hello", "pid", "threads", "switch_user", "keep_read_all"};
+- on start the server sends {"op": "hello", "pid", "threads", "switch_user", "unreadable"}:
+  `switch_user` when it runs as root and can give each candidate a uid of its own (uids.py);
+  `unreadable`, the first file of the Python installation such a uid cannot read, if any (the
+  evaluator then refuses this sandbox: a candidate never keeps a capability to read it);
 - {"op": "spawn", "spec": ChildSpec} + 3 fds (data socket, output pipe, lifeline) ->
-  {"ok": true, "keeper": pid}; the keeper takes over (keeper.py);
+  {"ok": true, "keeper": pid}; the keeper takes over (keeper.py). The spec names the candidate's
+  uid exactly when `switch_user`;
 - {"op": "sweep"} -> {"ok": true}: kill whatever was reparented to the server (see below);
 - EOF (the evaluator exited or died): kill everything below, remove the temp dir, exit.
 
@@ -26,12 +30,11 @@ import os
 import select
 import shutil
 import socket
+import sys
 import tempfile
 from typing import Any
 
-import torch
-
-from evaluator.sandbox import keeper, privileges, proctree, wire
+from evaluator.sandbox import keeper, privileges, proctree, uids, wire
 
 POLL_MS = 200
 PRELOADED = ("bisect", "collections", "dataclasses", "functools", "heapq", "itertools",
@@ -49,15 +52,15 @@ class _Server:
     def __init__(self, control: socket.socket) -> None:
         self.control = control
         self.base = tempfile.mkdtemp(prefix="eplb-sandbox-")
-        os.chmod(self.base, 0o711)  # a nobody child must reach its own directory, not list others
-        self.privs = _privileges()
+        os.chmod(self.base, 0o711)  # a candidate must reach its own directory, not list others
+        self.switch_user = privileges.can_switch_user()
         self.keepers: set[int] = set()
 
     def serve(self) -> None:
         wire.send_control(self.control, {"op": "hello", "pid": os.getpid(),
                                          "threads": len(os.listdir("/proc/self/task")),
-                                         "switch_user": self.privs.switch_user,
-                                         "keep_read_all": self.privs.keep_read_all})
+                                         "switch_user": self.switch_user,
+                                         "unreadable": _unreadable() if self.switch_user else None})
         poller = select.poll()
         poller.register(self.control.fileno(), select.POLLIN)
         try:
@@ -78,10 +81,13 @@ class _Server:
         try:
             if request.get("op") == "spawn" and len(fds) == 3:
                 spec = keeper.ChildSpec.from_dict(request["spec"])
+                if (spec.uid is not None) != self.switch_user:
+                    return {"ok": False, "error": f"a spawn with uid {spec.uid} where switch_user is "
+                                                  f"{self.switch_user}"}
                 pid = os.fork()
                 if pid == 0:
                     self.control.close()
-                    keeper.run_keeper(spec, self.privs, self.base, *fds)
+                    keeper.run_keeper(spec, self.base, *fds)
                 self.keepers.add(pid)
                 return {"ok": True, "keeper": pid}
             if request.get("op") == "sweep":
@@ -103,26 +109,41 @@ class _Server:
         return lost
 
 
-def _privileges() -> keeper.Privileges:
-    """How children shed privileges here, found by trying in throwaway children: become nobody if
-    root can (a user namespace may not map it), keeping CAP_DAC_READ_SEARCH only if nobody cannot
-    read the Python installation, torch and this package without it."""
-    if not privileges.can_switch_user():
-        return keeper.Privileges(switch_user=False)
-    for keep_read_all in (False, True):
-        pid = os.fork()
-        if pid == 0:
-            try:
-                privileges.drop_privileges(switch_user=True, keep_read_all=keep_read_all)
-                for module in (os, torch, keeper):
-                    with open(module.__file__, "rb") as f:
-                        f.read(1)
-                os._exit(0)
-            except BaseException:  # noqa: BLE001
-                os._exit(1)
-        if os.waitpid(pid, 0)[1] == 0:
-            return keeper.Privileges(switch_user=True, keep_read_all=keep_read_all)
-    return keeper.Privileges(switch_user=False)
+def _unreadable() -> str | None:
+    """The first file or folder of the Python installation (the standard library, torch, numpy)
+    that a candidate uid cannot read, found by trying in a throwaway child; None if all can be."""
+    paths = [path for module in ("os", "torch", "numpy") if (loaded := sys.modules.get(module))
+             for path in (os.path.dirname(str(loaded.__file__)), str(loaded.__file__))]
+    uid = uids.candidate_uids()[0]
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        failed = "anything (the check broke)"
+        try:
+            privileges.drop_privileges(uid)
+            failed = next((path for path in paths if not _readable(path)), "")
+        except OSError as exc:
+            failed = f"anything (switching to uid {uid} failed: {exc})"
+        finally:
+            os.write(write_end, failed.encode())
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as answer:
+        failed = answer.read().decode()
+    os.waitpid(pid, 0)
+    return failed or None
+
+
+def _readable(path: str) -> bool:
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            with open(path, "rb") as f:
+                f.read(1)
+        return True
+    except OSError:
+        return False
 
 
 def _preload() -> None:

@@ -9,14 +9,17 @@ safely; each child sets its own count), and HOME and TMPDIR (each child gets a p
 instead, see keeper.py). PYTHONPATH is never passed:
 the server runs `python -I` and is told the exact directories it needs (`import_roots`).
 
+Which sandbox (`resolve_sandbox`): "auto", the default, is bwrap where bwrap can create its
+namespaces here, else "process" with a one-line notice on stderr (once per process).
+
 The bwrap view (sandbox="bwrap"): /usr and the usual /bin, /lib links, the few /etc files the
-dynamic loader and `getpass` read, the Python installation and virtual environment, the `evaluator`
-package (not the repository around it), /sys and any /dev/nvidia* devices (CUDA needs them), all
-read-only; a fresh /proc, a minimal /dev and a private tmpfs on /tmp; new PID, network (nothing
-but its own loopback), IPC, UTS and cgroup namespaces; a new terminal session. When running as
-root, every capability is dropped but the few a keeper needs to switch the child to `nobody`
-(privileges.KEEPER_CAPS); the child then keeps only CAP_DAC_READ_SEARCH, which reads no more than
-the read-only view holds.
+dynamic loader and `getpass` read, the Python installation and virtual environment, the parts of
+the `evaluator` package a fork server imports (SERVER_PARTS: not the workloads that make the
+windows, nor the harness, nor the repository around them), /sys and any /dev/nvidia* devices (CUDA
+needs them), all read-only; a fresh /proc, a minimal /dev and a private tmpfs on /tmp; new PID,
+network (nothing but its own loopback), IPC, UTS and cgroup namespaces; a new terminal session.
+When running as root, every capability is dropped but the few a keeper needs to switch the child
+to its own uid (privileges.KEEPER_CAPS); the child keeps none.
 
 Why no --die-with-parent: the kernel sends that signal when the *thread* that started bwrap exits,
 so a server started from a worker thread would die with the thread. It is not needed either: the
@@ -34,14 +37,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from evaluator.sandbox import keeper, privileges
 from evaluator.errors import UserError
+from evaluator.sandbox import keeper, privileges
 
-SANDBOXES = ("process", "bwrap")
+SANDBOXES = ("auto", "process", "bwrap")
 PASSED_VARIABLES = ("PATH", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
 SANDBOX_TMP = "/tmp"
-BWRAP_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap) and allow user "
-              "namespaces (sysctl kernel.unprivileged_userns_clone=1), or use sandbox='process'")
+SERVER_PARTS = ("__init__.py", "errors.py", "sandbox", "timing")  # of the evaluator package
+INSTALL_BWRAP = "install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap)"
+BWRAP_HINT = (f"{INSTALL_BWRAP} and allow user namespaces (sysctl kernel.unprivileged_userns_clone=1), "
+              "or use sandbox='process'")
 
 
 def child_variables(gpu: str | None = None) -> dict[str, str]:
@@ -63,10 +68,25 @@ def server_environment(sandbox: str) -> dict[str, str]:
     return env
 
 
+def resolve_sandbox(sandbox: str) -> str:
+    """The sandbox that `sandbox` means here: "auto" is bwrap where it works, else process."""
+    return _auto() if sandbox == "auto" else sandbox
+
+
+@functools.cache
+def _auto() -> str:
+    path, problem = _bwrap()
+    if path is not None:
+        return "bwrap"
+    print(f"eplb-evolve: sandbox 'auto': {problem}, so candidates run in the 'process' sandbox, which "
+          f"isolates less ({INSTALL_BWRAP} for the stronger one)", file=sys.stderr)
+    return "process"
+
+
 def import_roots() -> list[str]:
     """The sys.path entries a server needs: where `evaluator` and `torch` (and numpy) live."""
     import torch
-    roots = [str(Path(__file__).resolve().parent.parent), str(Path(torch.__file__).resolve().parents[1])]
+    roots = [str(_evaluator_dir().parent), str(Path(torch.__file__).resolve().parents[1])]
     try:
         import numpy
         roots.append(str(Path(numpy.__file__).resolve().parents[1]))
@@ -75,20 +95,27 @@ def import_roots() -> list[str]:
     return list(dict.fromkeys(roots))
 
 
-@functools.cache
 def bwrap_executable() -> str:
     """The bwrap binary, after checking it can create the namespaces we need; UserError if not."""
+    path, problem = _bwrap()
+    if path is None:
+        raise UserError(f"sandbox 'bwrap' requested but {problem}: {BWRAP_HINT}")
+    return path
+
+
+@functools.cache
+def _bwrap() -> tuple[str | None, str]:
+    """(the bwrap binary, "") where it can create the namespaces we need, else (None, why not)."""
     path = shutil.which("bwrap")
     if path is None:
-        raise UserError(f"sandbox 'bwrap' requested but bwrap is not installed: {BWRAP_HINT}")
+        return None, "bwrap is not installed"
     probe = subprocess.run(
         [path, "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--unshare-pid",
          "--unshare-net", "true"], capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:
         reason = (probe.stderr.strip().splitlines() or [f"exit status {probe.returncode}"])[-1]
-        raise UserError(f"sandbox 'bwrap' requested but bwrap cannot run here ({reason}): "
-                        f"{BWRAP_HINT}")
-    return path
+        return None, f"bwrap cannot run here ({reason})"
+    return path, ""
 
 
 def bwrap_command(roots: list[str]) -> list[str]:
@@ -107,7 +134,7 @@ def bwrap_command(roots: list[str]) -> list[str]:
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", SANDBOX_TMP]
     trees = _read_only_trees(roots)
     for parent in sorted({str(p) for tree in trees for p in Path(tree).parents} - {"/"}):
-        # bwrap would create these 0700: then nobody could not reach what is bound below them
+        # bwrap would create these 0700: then a candidate's uid could not reach what is bound below
         if not parent.startswith("/usr"):
             args += ["--perms", "0755", "--dir", parent]
     for path in trees:
@@ -126,11 +153,17 @@ def bwrap_command(roots: list[str]) -> list[str]:
 
 
 def _read_only_trees(roots: list[str]) -> list[str]:
-    """Python's installation and venv, the `evaluator` package and other import roots, minus any
-    tree already inside another (the repository root contributes only its `evaluator` folder)."""
-    evaluator_dir = str(Path(__file__).resolve().parent)
-    candidates = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), evaluator_dir,
+    """Python's installation and venv, the evaluator's SERVER_PARTS and the other import roots,
+    minus any tree already inside another (the repository root is not one of them)."""
+    evaluator_dir = _evaluator_dir()
+    candidates = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix),
                   os.path.dirname(os.path.realpath(sys.executable))}
-    candidates.update(r for r in roots if r != str(Path(evaluator_dir).parent))
+    candidates.update(str(evaluator_dir / part) for part in SERVER_PARTS)
+    candidates.update(r for r in roots if r != str(evaluator_dir.parent))
     trees = sorted(candidates)
     return [t for t in trees if not any(t != o and t.startswith(o + os.sep) for o in trees)]
+
+
+def _evaluator_dir() -> Path:
+    """The `evaluator` package's folder (this module is evaluator/sandbox/isolation.py)."""
+    return Path(__file__).resolve().parents[1]

@@ -4,19 +4,26 @@ The fork server forks a keeper per candidate; the keeper starts a session, becom
 creates the candidate's private HOME/TMPDIR, forks the child and then only watches:
 - the *lifeline*, a socket whose other end only the evaluator holds: a "kill" request, or EOF because
   the evaluator closed it or died (even by SIGKILL), ends the candidate;
-- the child's pidfd: the child exiting (crash, signal, os._exit) ends the candidate;
-- on CUDA, the child's resident memory against its cap (RLIMIT_AS cannot cap a CUDA process, which
-  maps a huge address space).
+- its children, on every SIGCHLD: the child exiting (crash, signal, os._exit) ends the candidate,
+  and any other process of the candidate that has exited (an orphan, reparented here) is reaped at
+  once, so no zombie holds a pid or a slot of the candidate's process limit until the end;
+- memory the cap must count but RLIMIT_AS cannot see: on CUDA the child's resident growth (a CUDA
+  process maps a huge address space), and with a uid of its own the RAM its files on tmpfs and
+  its shared memory hold (scratch.py) -- their sum against the cap, every RSS_POLL_S.
 On the lifeline the evaluator may also ask for the *yardstick* (evaluator.timing.yardstick), the reference
 workload that normalises runtimes: the keeper runs it on the candidate's cores (it pins itself to
 them before forking the child) with every candidate process stopped (SIGSTOP), so nothing the
 candidate leaves running between calls can slow it down, and answers with its time.
-Then it kills every process left below it (proctree.kill_subtree), removes the private directory,
-reports how the child ended on the lifeline, and exits. No candidate code ever runs in the keeper.
+Then it kills every process left below it (proctree.kill_subtree), removes the private directory
+and, with a uid of its own, everything else that uid left (scratch.sweep), reports how the child
+ended on the lifeline, and exits. No candidate code ever runs in the keeper.
 
 Before the child runs any candidate code it sets itself up here (`_prepare_child`): standard streams
-to the capture pipe, no other file descriptors, the allow-listed environment, rlimits, its cores,
-thread count, device, and finally dropping privileges (privileges.drop_privileges).
+to the capture pipe, no other file descriptors, the allow-listed environment, rlimits (core dumps,
+file size, address space, and RLIMIT_NPROC: at most `max_processes` processes and threads of its
+uid at once -- counting the user's own when it shares the user's uid), its cores, thread count,
+device, the evaluator's own packages made unimportable (child.seal_imports), privileges dropped
+(privileges.drop_privileges) and finally the seccomp filter that keeps it on its cores.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ import os
 import resource
 import select
 import shutil
+import signal
 import socket
 import struct
 import sys
@@ -34,7 +42,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from evaluator.sandbox import child, privileges, proctree, wire
+from evaluator.sandbox import child, privileges, proctree, scratch, wire
 from evaluator.timing import yardstick
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -53,25 +61,21 @@ class ChildSpec:
     memory_mb: int
     env: dict[str, str]  # allow-listed variables; HOME, TMPDIR and thread settings are added here
     cpus: tuple[int, ...] = ()  # cores the child is pinned to; (): those of the server
+    uid: int | None = None  # the candidate's own uid (uids.py); None: it keeps the server's
+    max_processes: int = 256  # processes and threads of its uid at once (RLIMIT_NPROC)
 
     @staticmethod
-    def from_dict(data: dict[str, Any]) -> "ChildSpec":
+    def from_dict(data: dict[str, Any]) -> ChildSpec:
+        uid = data.get("uid")
         return ChildSpec(device=str(data["device"]), threads=int(data["threads"]),
                          memory_mb=int(data["memory_mb"]),
                          env={str(k): str(v) for k, v in dict(data["env"]).items()},
-                         cpus=tuple(int(c) for c in data.get("cpus", ())))
+                         cpus=tuple(int(c) for c in data.get("cpus", ())),
+                         uid=None if uid is None else int(uid),
+                         max_processes=int(data.get("max_processes", 256)))
 
 
-@dataclass(frozen=True)
-class Privileges:
-    """How the server's children shed privileges (decided once per server)."""
-
-    switch_user: bool  # become nobody (the server runs as root with the capabilities to do so)
-    keep_read_all: bool = False  # ...keeping CAP_DAC_READ_SEARCH (see privileges.py)
-
-
-def run_keeper(spec: ChildSpec, privs: Privileges, base_dir: str, data_fd: int, out_fd: int,
-               lifeline_fd: int) -> NoReturn:
+def run_keeper(spec: ChildSpec, base_dir: str, data_fd: int, out_fd: int, lifeline_fd: int) -> NoReturn:
     """Body of the keeper process (just forked from the fork server). Never returns."""
     code = 1
     try:
@@ -79,8 +83,8 @@ def run_keeper(spec: ChildSpec, privs: Privileges, base_dir: str, data_fd: int, 
         privileges.set_child_subreaper()
         lifeline = socket.socket(fileno=lifeline_fd)
         home = tempfile.mkdtemp(prefix="cand-", dir=base_dir)
-        if privs.switch_user:
-            os.chown(home, privileges.NOBODY, privileges.NOBODY)
+        if spec.uid is not None:
+            os.chown(home, spec.uid, spec.uid)
         baseline_r, baseline_w = os.pipe()
         if spec.cpus:  # the yardstick must run where the candidate does
             os.sched_setaffinity(0, spec.cpus)
@@ -88,12 +92,14 @@ def run_keeper(spec: ChildSpec, privs: Privileges, base_dir: str, data_fd: int, 
         if pid == 0:
             lifeline.close()
             os.close(baseline_r)
-            _child_main(spec, privs, home, data_fd, out_fd, baseline_w)
+            _child_main(spec, home, data_fd, out_fd, baseline_w)
         for fd in (data_fd, out_fd, baseline_w):
             os.close(fd)
-        outcome = _watch(spec, pid, lifeline, baseline_r)
+        outcome = _watch(spec, pid, lifeline, baseline_r, home)
         proctree.kill_subtree()
         shutil.rmtree(home, onerror=_force_remove)
+        if spec.uid is not None:
+            scratch.sweep(spec.uid)
         try:
             wire.send_control(lifeline, outcome)
         except OSError:
@@ -105,18 +111,22 @@ def run_keeper(spec: ChildSpec, privs: Privileges, base_dir: str, data_fd: int, 
         os._exit(code)
 
 
-def _watch(spec: ChildSpec, pid: int, lifeline: socket.socket, baseline_r: int) -> dict[str, Any]:
-    """Wait until the child ends or the evaluator asks to end it; say how it ended."""
-    pidfd = os.pidfd_open(pid)
+def _watch(spec: ChildSpec, pid: int, lifeline: socket.socket, baseline_r: int,
+           home: str) -> dict[str, Any]:
+    """Wait until the child ends or the evaluator asks to end it, reaping the candidate's other
+    processes as they exit; say how it ended."""
+    woken = _wake_on_sigchld()
     poller = select.poll()
-    for fd in (pidfd, lifeline.fileno(), baseline_r):
+    for fd in (woken, lifeline.fileno(), baseline_r):
         poller.register(fd, select.POLLIN)
-    rss_limit = None
+    memory = _Memory(spec, pid, home)
     while True:
-        ready = {fd for fd, _ in poller.poll(int(RSS_POLL_S * 1000) if rss_limit else None)}
-        if pidfd in ready:
-            _, status = os.waitpid(pid, 0)
-            return _describe(status)
+        ready = {fd for fd, _ in poller.poll(int(RSS_POLL_S * 1000) if memory.watched else None)}
+        if woken in ready:
+            _drain(woken)
+        for reaped, status in proctree.reap_children():  # also catches a SIGCHLD sent before
+            if reaped == pid:                          # the handler was in place
+                return _describe(status)
         if lifeline.fileno() in ready:
             if _request(lifeline) != "yardstick":
                 return {"status": "killed"}  # a kill request or EOF: either way, end it
@@ -124,10 +134,46 @@ def _watch(spec: ChildSpec, pid: int, lifeline: socket.socket, baseline_r: int) 
         if baseline_r in ready:  # the child's footprint once set up (CUDA context included)
             raw = os.read(baseline_r, _BASELINE.size)
             poller.unregister(baseline_r)
-            if len(raw) == _BASELINE.size and spec.device.startswith("cuda"):
-                rss_limit = _BASELINE.unpack(raw)[0] + spec.memory_mb * 2**20
-        if rss_limit is not None and proctree.rss_bytes(pid) > rss_limit:
+            if len(raw) == _BASELINE.size:
+                memory.baseline = _BASELINE.unpack(raw)[0]
+        if memory.exceeded():
             return {"status": "memory", "limit_mb": spec.memory_mb}
+
+
+def _wake_on_sigchld() -> int:
+    """A descriptor that becomes readable whenever a child of this process changes state."""
+    woken, wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so that the signal is delivered
+    return woken
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass  # empty
+
+
+class _Memory:
+    """The memory the cap counts beyond RLIMIT_AS (see the module docstring)."""
+
+    def __init__(self, spec: ChildSpec, pid: int, home: str) -> None:
+        self.pid, self.uid = pid, spec.uid
+        self.cuda = spec.device.startswith("cuda")
+        self.limit = spec.memory_mb * 2**20
+        self.baseline: int | None = None  # the child's resident size once set up
+        self.tmpfs = scratch.tmpfs_only((home, *scratch.SCRATCH_ROOTS)) if self.uid is not None else ()
+        self.watched = self.cuda or self.uid is not None
+
+    def exceeded(self) -> bool:
+        if not self.watched or self.baseline is None:
+            return False
+        used = proctree.rss_bytes(self.pid) - self.baseline
+        if self.uid is not None:
+            used += scratch.memory_bytes(self.uid, self.tmpfs)
+        return used > self.limit
 
 
 def _request(lifeline: socket.socket) -> str | None:
@@ -155,10 +201,9 @@ def _describe(status: int) -> dict[str, Any]:
     return {"status": "exit", "code": os.waitstatus_to_exitcode(status)}
 
 
-def _child_main(spec: ChildSpec, privs: Privileges, home: str, data_fd: int, out_fd: int,
-                baseline_w: int) -> NoReturn:
+def _child_main(spec: ChildSpec, home: str, data_fd: int, out_fd: int, baseline_w: int) -> NoReturn:
     try:
-        _prepare_child(spec, privs, home, data_fd, out_fd, baseline_w)
+        _prepare_child(spec, home, data_fd, out_fd, baseline_w)
         child.serve(socket.socket(fileno=data_fd), spec.device)
     except BaseException:  # noqa: BLE001 -- set-up failed, or the request loop broke: say why
         sys.excepthook(*sys.exc_info())
@@ -166,8 +211,7 @@ def _child_main(spec: ChildSpec, privs: Privileges, home: str, data_fd: int, out
         os._exit(70)
 
 
-def _prepare_child(spec: ChildSpec, privs: Privileges, home: str, data_fd: int, out_fd: int,
-                   baseline_w: int) -> None:
+def _prepare_child(spec: ChildSpec, home: str, data_fd: int, out_fd: int, baseline_w: int) -> None:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(out_fd, 1)
@@ -195,7 +239,14 @@ def _prepare_child(spec: ChildSpec, privs: Privileges, home: str, data_fd: int, 
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     os.write(baseline_w, _BASELINE.pack(proctree.rss_bytes(os.getpid())))
     os.close(baseline_w)
-    privileges.drop_privileges(privs.switch_user, privs.keep_read_all)
+    # A uid of its own has no other process; a shared one (the user's) has the user's too.
+    existing = 0 if spec.uid is not None else proctree.tasks_of_user(os.getuid())
+    processes = existing + spec.max_processes
+    resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
+    child.seal_imports()
+    privileges.drop_privileges(spec.uid)
+    if privileges.affinity_filter_supported():
+        privileges.forbid_affinity_changes()
 
 
 def _address_space() -> int:

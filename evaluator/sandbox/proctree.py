@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 
 def children(pid: int) -> set[int]:
@@ -33,7 +33,7 @@ def children(pid: int) -> set[int]:
 
 def reap_children() -> list[tuple[int, int]]:
     """Collect every exited child of this process without blocking: (pid, wait status) pairs."""
-    reaped = []
+    reaped: list[tuple[int, int]] = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -100,6 +100,21 @@ def _signal_all(pids: Iterable[int], signum: int) -> None:
             os.kill(pid, signum)
         except ProcessLookupError:
             pass
+
+
+def tasks_of_user(uid: int) -> int:
+    """How many tasks (threads) processes whose real uid is `uid` have now, as /proc shows them:
+    what RLIMIT_NPROC counts."""
+    total = 0
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            if int(fields["Uid"].split()[0]) == uid:
+                total += int(fields["Threads"])
+        except (OSError, KeyError, ValueError):
+            continue  # gone meanwhile
+    return total
 
 
 def rss_bytes(pid: int) -> int:

@@ -6,6 +6,10 @@ way to kill it), the next spawn starts a new one. At exit the servers are told t
 the evaluator dies without running atexit handlers, each server sees EOF on its control socket and
 stops anyway, killing everything below it.
 
+A server that runs as root but whose candidates' uid cannot read the Python installation (its
+hello names the file) is refused with a one-line UserError saying how to fix it: the child never
+keeps a capability to read it, and "auto" only falls back to "process" where bwrap is missing.
+
 Starting the first server also marks the evaluator process non-dumpable (privileges.set_dumpable):
 the kernel then hides its /proc/<pid>/environ (where the API keys are) from processes of the same
 uid, which candidates are when the harness does not run as root. Side effect: a debugger or py-spy
@@ -22,8 +26,8 @@ import sys
 import threading
 from typing import Any
 
-from evaluator.sandbox import forkserver, isolation, privileges, wire
 from evaluator.errors import UserError
+from evaluator.sandbox import forkserver, isolation, privileges, wire
 
 START_TIMEOUT_S = 120.0
 REPLY_TIMEOUT_S = 30.0
@@ -54,6 +58,9 @@ class ForkServer:
             self.stop()
             raise UserError(f"the {sandbox} sandbox's fork server did not start "
                             f"({type(exc).__name__}: {exc}); its stderr above says why") from None
+        if self.hello.get("unreadable"):
+            self.stop()
+            raise UserError(_unreadable_message(sandbox, str(self.hello["unreadable"])))
 
     @property
     def alive(self) -> bool:
@@ -81,6 +88,14 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+
+def _unreadable_message(sandbox: str, path: str) -> str:
+    fix = ("use --sandbox bwrap (or auto, with bubblewrap installed), or install Python where every user "
+           "can read it" if sandbox == "process" else "make the Python installation readable by every "
+           "user (chmod -R o+rX on it)")
+    return (f"sandbox '{sandbox}' cannot run here: candidates run under uids of their own, with no "
+            f"capability, and cannot read {path}; {fix}")
 
 
 _servers: dict[str, ForkServer] = {}

@@ -18,11 +18,14 @@ def add_limit_flags(p: argparse.ArgumentParser) -> None:
     d = Limits()
     p.add_argument("--period", type=float, default=DEFAULT_REBALANCE_PERIOD_S, metavar="S",
                    help="rebalance period in seconds used by combined_score (default %(default)s)")
-    p.add_argument("--sandbox", choices=("process", "bwrap"), default=d.sandbox)
+    p.add_argument("--sandbox", choices=("auto", "process", "bwrap"), default=d.sandbox,
+                   help="auto: bwrap where bubblewrap works, else process (default %(default)s)")
     p.add_argument("--threads", type=int, default=d.threads, help="CPU threads for the candidate")
     p.add_argument("--call-timeout", type=float, default=d.call_timeout_s, metavar="S")
     p.add_argument("--deadline", type=float, default=d.deadline_s, metavar="S", help="whole-evaluation deadline")
     p.add_argument("--memory-mb", type=int, default=d.memory_mb)
+    p.add_argument("--max-processes", type=int, default=d.max_processes, metavar="N",
+                   help="processes and threads the candidate may have at once (default %(default)s)")
     p.add_argument("--timing", choices=("normalised", "wall"), default="normalised",
                    help="runtime_ms normalised by the yardstick beside each call (repeatable on a noisy "
                         "machine; the default) or plain wall clock; both are in --json")
@@ -37,7 +40,7 @@ def options_from(args: argparse.Namespace) -> EvalOptions:
     if args.period <= 0 or args.threads < 1 or args.call_timeout <= 0 or args.deadline <= 0:
         raise UserError("--period, --call-timeout and --deadline must be > 0 and --threads >= 1")
     limits = Limits(deadline_s=args.deadline, call_timeout_s=args.call_timeout, memory_mb=args.memory_mb,
-                    threads=args.threads, sandbox=args.sandbox)
+                    threads=args.threads, sandbox=args.sandbox, max_processes=args.max_processes)
     return EvalOptions(device=device, heldout=getattr(args, "heldout", False),
                        rebalance_period_s=args.period, limits=limits,
                        normalise_timing=args.timing == "normalised")

@@ -57,7 +57,8 @@ class EvaluatorSettings:
     deadline_s: float = _limit(300.0, gt=0)  # one whole evaluation
     memory_mb: int = _limit(4096, ge=64)
     threads: int = _limit(1, ge=1)
-    sandbox: Literal["process", "bwrap"] = "process"
+    sandbox: Literal["auto", "process", "bwrap"] = "auto"  # auto: bwrap where it works, else process
+    max_processes: int = _limit(256, ge=1)  # processes and threads a candidate may have at once
     # runtime_ms normalised by the yardstick beside each call, or plain wall clock (evaluator.evaluate)
     timing: Literal["normalised", "wall"] = "normalised"
     cascade: bool = False  # score on a quick subset first; finish only promising programs

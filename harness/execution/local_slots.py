@@ -27,19 +27,19 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
-from evaluator.sandbox import privileges, proctree
-from evaluator.timing.cores import core_slots, physical_cores
 from evaluator.errors import UserError
 from evaluator.evaluate import resolve_device
 from evaluator.records import Evaluation
+from evaluator.sandbox import privileges, proctree
+from evaluator.timing.cores import core_slots, physical_cores
 from harness.execution.executors import WORKER_RETRIES, EvalJob, LocalExecutor, Suites, lost, run_job
 
 JOIN_S = 5.0  # how long to wait for a dead worker's exit status
@@ -225,7 +225,7 @@ class LocalEvaluations:
         self._waiters = LocalExecutor(len(slots))  # threads that only wait for the workers' answers
 
     @classmethod
-    def on_this_machine(cls, requested_device: str, threads: int, workers: int | None) -> "LocalEvaluations":
+    def on_this_machine(cls, requested_device: str, threads: int, workers: int | None) -> LocalEvaluations:
         device = local_device(requested_device)
         gpus = visible_gpus() if device == "cuda" else None
         return cls(plan_slots(workers, threads, physical_cores(os.sched_getaffinity(0)), gpus), device)

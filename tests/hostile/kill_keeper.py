@@ -1,7 +1,7 @@
 # prepend: honest.py
 """Tries to SIGKILL its keeper (its parent process) and the fork server, then answers correctly.
 
-Expected: when the sandbox runs as root the child is `nobody` and gets PermissionError; either way
+Expected: when the sandbox runs as root the child has a uid of its own and gets PermissionError; either way
 the evaluation ends with nothing left behind.
 """
 import os

@@ -5,11 +5,13 @@
 Expected: the call is accepted, but its runtime_s is the evaluator's lower bound, within a few
 milliseconds of the truth: the lie buys (almost) nothing.
 """
-import sys
+import gc
 import time
+import types
 
 honest_answer = rebalance_experts  # noqa: F821 -- defined by honest.py, put in front of this file
-_wire = sys.modules["evaluator.sandbox.wire"]
+_wire = next(m for m in gc.get_objects()  # not in sys.modules: gc still reaches it
+             if isinstance(m, types.ModuleType) and m.__name__ == "evaluator.sandbox.wire")
 _send = _wire.send
 
 

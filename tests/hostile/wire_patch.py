@@ -1,14 +1,17 @@
 # prepend: honest.py
 """Patches the evaluator's own wire module in the child so every reply claims a 1 us runtime, then
-works (sleeps) for 0.3 s per call.
+works (sleeps) for 0.3 s per call. (It finds the module through gc: the child's own modules are not
+in sys.modules.)
 
 Expected: 'timing tampering: child reported 0.001 ms, parent measured ... ms in call 1'.
 """
-import sys
+import gc
 import time
+import types
 
 honest_answer = rebalance_experts  # noqa: F821 -- defined by honest.py, put in front of this file
-_wire = sys.modules["evaluator.sandbox.wire"]
+_wire = next(m for m in gc.get_objects()
+             if isinstance(m, types.ModuleType) and m.__name__ == "evaluator.sandbox.wire")
 _send = _wire.send
 
 

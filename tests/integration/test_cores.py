@@ -1,18 +1,26 @@
-"""evaluator.timing.cores: physical cores from sysfs, and cores claimed machine-wide while an evaluation runs."""
+"""evaluator.timing.cores: physical cores from sysfs, and cores claimed machine-wide while an evaluation
+runs, with locks a candidate can neither hold nor turn against the evaluator."""
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import subprocess
 import sys
 import textwrap
 import time
+import uuid
+from pathlib import Path
 
 import pytest
+from paths import REPO
+from sandbox_support import ARGS, in_sandbox, printed, program, window
 
+from evaluator.errors import UserError
+from evaluator.sandbox import privileges
+from evaluator.sandbox.candidate_process import CandidateProcess
 from evaluator.timing import cores
 from evaluator.timing.cores import claimed, physical_cores, slots_here
-from paths import REPO
-
 
 
 @pytest.fixture(autouse=True)
@@ -75,3 +83,56 @@ def test_a_claim_is_machine_wide_and_dies_with_its_process(tmp_path):
     assert held is not None
     for fd in held:
         os.close(fd)
+
+
+def test_lock_files_are_private_to_the_evaluators_user_in_a_folder_only_it_writes():
+    held = cores._try_claim(slots_here(1)[0])
+    assert held
+    for fd in held:
+        os.close(fd)
+    folder = os.lstat(cores.LOCK_DIR)
+    assert stat.S_ISDIR(folder.st_mode) and folder.st_uid == os.geteuid() and not folder.st_mode & 0o022
+    for lock in cores.LOCK_DIR.iterdir():
+        found = os.lstat(lock)
+        assert stat.S_ISREG(found.st_mode) and stat.S_IMODE(found.st_mode) == 0o600
+
+
+@pytest.mark.parametrize("planted", ["world-writable", "symlink"])
+def test_a_lock_folder_someone_else_could_write_to_is_refused(tmp_path, planted):
+    if planted == "world-writable":
+        cores.LOCK_DIR.mkdir(mode=0o777)
+        cores.LOCK_DIR.chmod(0o1777)  # what the evaluator used to make
+    else:
+        (tmp_path / "elsewhere").mkdir()
+        cores.LOCK_DIR.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UserError, match="lock folder"):
+        cores.try_lock("cpu0.lock")
+    assert not (tmp_path / "elsewhere" / "cpu0.lock").exists()
+
+
+@pytest.mark.skipif(not privileges.can_switch_user(), reason="a candidate has a uid of its own only under root")
+def test_a_candidate_can_neither_hold_nor_plant_core_locks(tmp_path, monkeypatch):
+    limits = in_sandbox("process")  # in bwrap the folder is not even in view
+    folder = Path(f"/tmp/eplb-test-locks-{uuid.uuid4().hex}")  # where the real one is: reachable
+    target = Path(f"/tmp/eplb-test-bait-{uuid.uuid4().hex}")
+    monkeypatch.setattr(cores, "LOCK_DIR", folder)
+    core = slots_here(1)[0]
+    try:
+        with claimed(core, 1):
+            pass  # the lock files exist, as after any evaluation
+        path = program("lock_cores", tmp_path, lock_dir=str(folder), bait_cpu="9999", target=str(target))
+        with CandidateProcess(path, limits) as candidate:
+            candidate.start()
+            candidate.call(window(0), *ARGS)
+            facts = printed(candidate.output(), "LOCKS")
+            assert facts.pop("symlink") == "PermissionError"
+            assert facts and set(facts.values()) == {"PermissionError"}
+            held, bait = cores._try_claim(core), cores._try_claim((9999,))
+            assert held is not None and bait is not None  # the candidate holds nothing...
+            for fd in held + bait:
+                os.close(fd)
+        assert not target.exists()  # ...and planted nothing
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if target.exists():
+            target.unlink()

@@ -4,13 +4,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
-from evaluator.sandbox import privileges
 from paths import REPO
+
+from evaluator.sandbox import privileges, uids
 
 SECRET = "sk-secret-dumpable-4f1c9a"
 
@@ -73,18 +73,17 @@ def test_non_dumpable_process_hides_its_environ_from_the_same_uid(dumpable):
 
 
 @pytest.mark.skipif(not privileges.can_switch_user(), reason="needs root with CAP_SETUID etc.")
-def test_dropping_privileges_as_root_leaves_a_nobody_that_cannot_write_or_signal(
-        tmp_path):
+def test_dropping_privileges_as_root_leaves_a_uid_that_cannot_write_signal_or_read_root_files(tmp_path):
     owned_by_root = tmp_path / "evaluator-file.py"
     owned_by_root.write_text("original")
     owned_by_root.chmod(0o644)
-    stdlib_file = Path(os.__file__)
     parent = os.getpid()
+    uid = uids.candidate_uids()[0]
 
     def action() -> str:
-        privileges.drop_privileges(switch_user=True, keep_read_all=True)
+        privileges.drop_privileges(uid)
         results = [str(os.getuid()), str(privileges.effective_caps())]
-        for attempt in (lambda: stdlib_file.read_text()[:1],
+        for attempt in (lambda: Path("/etc/shadow").read_text()[:1],
                         lambda: owned_by_root.write_text("tampered"),
                         lambda: os.kill(parent, 0),
                         lambda: os.setuid(0)):
@@ -95,9 +94,30 @@ def test_dropping_privileges_as_root_leaves_a_nobody_that_cannot_write_or_signal
                 results.append(type(exc).__name__)
         return " ".join(results)
 
-    uid, caps, read, write, signal_parent, regain = _in_child(action).split()
-    assert int(uid) == privileges.NOBODY
-    assert int(caps) == 1 << privileges.CAP_DAC_READ_SEARCH
-    assert read == "ok"  # it can still import from a root-only Python installation
-    assert (write, signal_parent, regain) == ("PermissionError",) * 3
+    got_uid, caps, shadow, write, signal_parent, regain = _in_child(action).split()
+    assert (int(got_uid), int(caps)) == (uid, 0)
+    assert (shadow, write, signal_parent, regain) == ("PermissionError",) * 4
     assert owned_by_root.read_text() == "original"
+
+
+@pytest.mark.skipif(not privileges.affinity_filter_supported(), reason="no seccomp filter for this machine")
+def test_the_affinity_filter_refuses_every_thread_and_child_but_nothing_else():
+    cpus = sorted(os.sched_getaffinity(0))
+
+    def action() -> str:
+        os.sched_setaffinity(0, cpus[:1])
+        privileges.drop_privileges(None)
+        privileges.forbid_affinity_changes()
+        results = []
+        for attempt in (lambda: os.sched_setaffinity(0, cpus),
+                        lambda: subprocess.run(["taskset", "-p", "1", str(os.getpid())], check=True,
+                                               capture_output=True),
+                        lambda: os.sched_getaffinity(0)):
+            try:
+                attempt()
+                results.append("ok")
+            except (OSError, subprocess.CalledProcessError) as exc:
+                results.append(type(exc).__name__)
+        return " ".join(results)
+
+    assert _in_child(action).split() == ["PermissionError", "CalledProcessError", "ok"]

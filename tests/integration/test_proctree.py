@@ -5,9 +5,8 @@ import subprocess
 import sys
 import uuid
 
-from sandbox_support import processes_named, wait_until_gone
 from paths import REPO
-
+from sandbox_support import processes_named, wait_until_gone
 
 SCRIPT = """
 import os, sys, time

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from sandbox_support import ARGS, EXPERTS, FAST, LAYERS, REPLICAS, failure, program, window
 
-from evaluator.sandbox import privileges, servers
 from evaluator.errors import UserError
+from evaluator.sandbox import privileges, servers
 from evaluator.sandbox.candidate_process import CandidateFailure, CandidateProcess, Limits
-from sandbox_support import (ARGS, EXPERTS, FAST, LAYERS, REPLICAS, failure, program, window)
 
 QUICK = Limits(call_timeout_s=1.0, load_timeout_s=1.0, deadline_s=60.0, memory_mb=128)
 
@@ -40,14 +40,13 @@ def _outputs(result):
 def test_honest_program_is_run_in_time_order_and_timed(tmp_path):
     with CandidateProcess(program("honest", tmp_path), FAST) as candidate:
         candidate.start()
-        assert candidate.sandbox == "process"
         for i in range(3):
             result = candidate.call(window(i), *ARGS)
             _assert_honest_answer(*_outputs(result))
             assert 0 < result.runtime_s <= result.round_trip_s < 1.0
         assert candidate.output().count("honest call on (4, 16)\n") == 3
         assert not privileges.is_dumpable()  # the evaluator hid its own /proc/<pid>/environ
-        assert servers.server_for("process").hello["threads"] == 1  # so fork() is safe there
+        assert servers.server_for(candidate.sandbox).hello["threads"] == 1  # so fork() is safe there
     with pytest.raises(CandidateFailure, match="not running"):
         candidate.call(window(4), *ARGS)
     candidate.close()  # idempotent

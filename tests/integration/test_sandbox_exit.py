@@ -12,11 +12,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from evaluator.sandbox import isolation
-from evaluator.errors import UserError
-from sandbox_support import program, wait_until_gone, wait_until_present
 from paths import REPO
+from sandbox_support import in_sandbox, program, wait_until_gone, wait_until_present
+
+from evaluator.errors import UserError
+from evaluator.sandbox import isolation
 
 pytestmark = pytest.mark.slow  # each test starts a harness process and its fork server (~3 s)
 
@@ -71,6 +71,7 @@ def _gone(pid: int) -> bool:
 
 @pytest.mark.parametrize("sandbox", SANDBOXES)
 def test_no_secret_from_the_harness_environment_reaches_the_candidate(tmp_path, sandbox):
+    in_sandbox(sandbox)
     secret = "sk-secret-" + uuid.uuid4().hex
     env = {"PATH": os.environ.get("PATH", os.defpath), "OPENAI_API_KEY": secret,
            "ANTHROPIC_API_KEY": secret, "HTTPS_PROXY": f"http://user:{secret}@proxy.example:3128",
@@ -86,8 +87,10 @@ def test_no_secret_from_the_harness_environment_reaches_the_candidate(tmp_path, 
 
 @pytest.mark.parametrize("sandbox, ending", [
     ("process", "exit-without-close"), ("process", "sigkill"),
+    pytest.param("bwrap", "exit-without-close", marks=NEEDS_BWRAP),
     pytest.param("bwrap", "sigkill", marks=NEEDS_BWRAP)])
 def test_nothing_survives_the_harness(tmp_path, sandbox, ending):
+    in_sandbox(sandbox)
     marker = f"eplb-daemon-{uuid.uuid4().hex}"
     path = program("daemon_then_hang", tmp_path, marker=marker)
     action = "hang" if ending == "sigkill" else "exit"
@@ -112,10 +115,11 @@ def test_nothing_survives_the_harness(tmp_path, sandbox, ending):
         harness.wait()
 
 
-def test_asking_for_bwrap_where_it_is_missing_is_a_user_error(tmp_path):
+def test_where_bwrap_is_missing_asking_for_it_is_a_user_error_and_auto_means_process(tmp_path):
     script = ("from evaluator.sandbox.candidate_process import CandidateProcess, Limits\n"
               "from evaluator.errors import UserError\n"
               "from pathlib import Path\n"
+              f"print('auto:', CandidateProcess(Path('{tmp_path / 'x.py'}'), Limits()).sandbox)\n"
               "try:\n"
               f"    CandidateProcess(Path('{tmp_path / 'x.py'}'), Limits(sandbox='bwrap')).start()\n"
               "except UserError as exc:\n"
@@ -125,5 +129,10 @@ def test_asking_for_bwrap_where_it_is_missing_is_a_user_error(tmp_path):
     empty.mkdir()
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env={"PATH": str(empty)},
                           capture_output=True, text=True, timeout=60)
-    assert done.stdout.startswith("UserError: sandbox 'bwrap' requested but bwrap is not installed")
-    assert "apt-get install -y bubblewrap" in done.stdout
+    auto, refused = done.stdout.splitlines()
+    assert auto == "auto: process"
+    assert done.stderr == ("eplb-evolve: sandbox 'auto': bwrap is not installed, so candidates run in the "
+                           "'process' sandbox, which isolates less (install bubblewrap (Debian/Ubuntu: "
+                           "apt-get install -y bubblewrap) for the stronger one)\n")
+    assert refused.startswith("UserError: sandbox 'bwrap' requested but bwrap is not installed")
+    assert "apt-get install -y bubblewrap" in refused

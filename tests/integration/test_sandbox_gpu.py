@@ -1,12 +1,12 @@
-"""device="cuda": the window is staged on the GPU before the clock starts, and host memory is
+"""device="cuda": the window is moved to the GPU before the clock starts, and host memory is
 capped by polling the child's RSS (RLIMIT_AS cannot cap a CUDA process)."""
 from __future__ import annotations
 
 import pytest
 import torch
+from sandbox_support import ARGS, failure, program, window
 
 from evaluator.sandbox.candidate_process import CandidateProcess, Limits
-from sandbox_support import ARGS, failure, program, window
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

@@ -7,9 +7,9 @@ import threading
 import time
 
 import pytest
+from sandbox_support import ARGS, program, window
 
 from evaluator.sandbox.candidate_process import CandidateFailure, CandidateProcess, Limits
-from sandbox_support import ARGS, program, window
 
 CORE = (max(os.sched_getaffinity(0)),)
 PINNED = Limits(call_timeout_s=10, cpus=CORE)
