@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from evaluator.records import Evaluation
-from harness.store.candidate import INVALID, VALID, Candidate, code_hash
+from harness.store.candidate import Candidate, code_hash
+from harness.store.status import Status
 
 
 def evaluation(score: float, balancedness: float | None = None, runtime_ms: float = 5.0) -> Evaluation:
@@ -26,6 +27,6 @@ def candidate(cid: int, parents: tuple[int, ...] = (), *, score: float = 0.5, is
     ev = evaluation(score, balancedness, runtime_ms) if valid else failed()
     return Candidate(id=cid, parent_ids=parents, island=island, name=f"variant_{cid}",
                      description=f"Variant {cid}.", code=code, code_hash=code_hash(code),
-                     status=VALID if valid else INVALID, evaluation=ev, model="test-model",
+                     status=Status.VALID if valid else Status.INVALID, evaluation=ev, model="test-model",
                      prompt_tokens=100 + cid, completion_tokens=50, cost=0.001 * cid,
                      iteration=cid if iteration is None else iteration, created_at=1_700_000_000.0 + cid)

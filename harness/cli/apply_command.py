@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TextIO
 
 from evaluator.errors import UserError
+from harness.diff.errors import ProgramError
 from harness.diff.patch import PatchResult, apply_edits
 from harness.diff.response import Response, ResponseError, parse_response
+from harness.store.files import atomic_write
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
         result = apply_edits(program, response)
     except ResponseError as error:
         response, result = None, PatchResult(False, None, (), error.reason)
+    except ProgramError as error:  # the program file itself is broken: the user's to fix
+        raise UserError(error.reason) from None
     if result.ok and args.output is not None:
         _write_atomically(args.output, result.text or "")
     if args.json:
@@ -77,23 +79,8 @@ def _read(path: Path, label: str) -> str:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder and rename it over `path`, so a reader never
-    sees half a program and an interrupted run leaves the old file intact."""
+    """A reader never sees half a program, and an interrupted write leaves the old file intact."""
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        atomic_write(path, text)
     except OSError as error:
         raise UserError(f"cannot write {path}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise UserError(f"cannot write {path}: {error.strerror or error}") from None
-        raise

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -31,10 +30,11 @@ from evaluator.errors import UserError
 from evaluator.evaluate import EvalOptions, evaluate
 from evaluator.records import Evaluation
 from evaluator.workloads.scenarios import Scenario, suite
-from harness.report import summary as report
-from harness.store.candidate import Candidate, code_hash
-from harness.config.settings import load_config
 from harness.cli.run_setup import eval_options
+from harness.config.settings import load_config
+from harness.report import summary as report
+from harness.store.candidate import Candidate, best_of, code_hash, ranked
+from harness.store.files import atomic_write
 from harness.store.run_store import CONFIG, RunStore, resolve_run
 
 REPORT_DIR = "report"
@@ -78,9 +78,7 @@ class EvaluationCache:
 
     def _save(self) -> None:
         """Atomically, after every evaluation: an interrupted report keeps what it measured."""
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(self._entries, indent=1), encoding="utf-8")
-        os.replace(temporary, self.path)
+        atomic_write(self.path, json.dumps(self._entries, indent=1))
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -120,7 +118,7 @@ def _read_run(path: Path) -> tuple[list[Candidate], list[dict[str, Any]], str]:
 def _rows(candidates: list[Candidate], top: int, baselines: list[tuple[str, str, Evaluation]],
           cache: EvaluationCache, heldout: bool) -> tuple[report.Row, ...]:
     """The top programs, then the seed (if not among them) and the baselines, held-out scores added."""
-    chosen = report.ranked(candidates)[:top]
+    chosen = ranked(candidates)[:top]
     chosen += [c for c in candidates if not c.parent_ids and c not in chosen]
     rows = []
     for c in chosen:
@@ -155,7 +153,7 @@ def _baselines(cache: EvaluationCache) -> list[tuple[str, str, Evaluation]]:
 def _figures(plots: ModuleType, out: Path, candidates: list[Candidate], journal: list[dict[str, Any]],
              islands: int, baselines: list[tuple[str, str, Evaluation]]) -> tuple[tuple[str, Path], ...]:
     """Draw the three figures; returns (caption, file) of each."""
-    best = report.best_candidate(candidates)
+    best = best_of(candidates)
     assert best is not None, "a run's seed is valid by construction"
     progress = report.progress(candidates, islands)
     pareto = report.pareto_view(candidates, [(label, ev) for label, _, ev in baselines])
@@ -194,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         figures=tuple((caption, file.name) for caption, file in figures), heldout=args.heldout,
         generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
     markdown = out / "REPORT.md"
-    markdown.write_text(report.render_markdown(data), encoding="utf-8")
+    atomic_write(markdown, report.render_markdown(data))
     if args.json:
         print(_to_json(markdown, figures, rows))
     else:

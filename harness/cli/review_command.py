@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from evaluator.errors import UserError
-from harness.store.candidate import Candidate
+from harness.store.candidate import HEADLINE, Candidate, best_of, metrics
+from harness.store.files import atomic_write
 from harness.store.run_store import RunStore, resolve_run
 
 
@@ -31,12 +31,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _row(c: Candidate) -> dict:
+    """A candidate in `--json` output: every headline metric, null where it has none (not valid)."""
     ev = c.evaluation
     return {"id": c.id, "parent": list(c.parent_ids), "island": c.island, "status": c.status,
-            "combined_score": ev.combined_score if ev else None, "balancedness": ev.balancedness if ev else None,
-            "runtime_ms": ev.runtime_ms if ev else None, "speedup_vs_seed": ev.speedup_vs_seed if ev else None,
-            "name": c.name, "model": c.model, "attempt": c.iteration, "commit": c.commit,
-            "error": ev.error if ev else None}
+            **dict.fromkeys(HEADLINE), **metrics(ev), "name": c.name, "model": c.model, "attempt": c.iteration,
+            "commit": c.commit, "error": ev.error if ev else None}
 
 
 def _num(value: float | None, digits: int) -> str:
@@ -46,12 +45,11 @@ def _num(value: float | None, digits: int) -> str:
 def render_log(candidates: list[Candidate]) -> str:
     lines = [f"{'id':>4} {'parent':>7} {'isl':>3} {'status':<8} {'combined':>8} {'bal':>7} {'ms':>9}  name"]
     for c in candidates:
-        ev = c.evaluation
+        ev, values = c.evaluation, metrics(c.evaluation)
         parents = "+".join(str(p) for p in c.parent_ids) or "-"
         lines.append(f"{c.id:>4} {parents:>7} {c.island:>3} {c.status:<8} "
-                     f"{_num(ev.combined_score if ev and ev.valid else None, 4):>8} "
-                     f"{_num(ev.balancedness if ev and ev.valid else None, 4):>7} "
-                     f"{_num(ev.runtime_ms if ev and ev.valid else None, 1):>9}  {c.name}"
+                     f"{_num(values.get('combined_score'), 4):>8} {_num(values.get('balancedness'), 4):>7} "
+                     f"{_num(values.get('runtime_ms'), 1):>9}  {c.name}"
                      + (f"  [{ev.error}]" if ev and not ev.valid and ev.error else ""))
     return "\n".join(lines)
 
@@ -70,10 +68,17 @@ def render_candidate(c: Candidate, diff: str) -> str:
 
 
 def _best(candidates: list[Candidate]) -> Candidate:
-    valid = [c for c in candidates if c.valid]
-    if not valid:
+    best = best_of(candidates)
+    if best is None:
         raise UserError("the run has no valid candidate yet")
-    return max(valid, key=lambda c: (c.score, -c.id))
+    return best
+
+
+def _export(path: Path, code: str) -> None:
+    try:
+        atomic_write(path, code)
+    except OSError as error:
+        raise UserError(f"--export {path}: cannot write ({error.strerror})") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,12 +93,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             best = _best(candidates)
             if args.export:
-                tmp = args.export.with_name(f".{args.export.name}.tmp")
-                try:
-                    tmp.write_text(best.code, encoding="utf-8")
-                    os.replace(tmp, args.export)
-                except OSError as error:
-                    raise UserError(f"--export {args.export}: cannot write ({error.strerror})") from None
+                _export(args.export, best.code)
             if args.json:
                 print(json.dumps({**_row(best), "program": best.code}, indent=1))
             else:

@@ -5,18 +5,28 @@ import argparse
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
 from evaluator.errors import UserError
+from harness.cli.run_setup import (
+    evaluate_seed,
+    load_recording,
+    make_evaluations,
+    make_population,
+    make_proposer,
+    make_suites,
+    run_path,
+)
 from harness.config.settings import RunConfig, dump_toml, load_config
-from harness.search.controller import Controller, Tally
 from harness.execution.executors import Evaluations
-from harness.cli.run_setup import (evaluate_seed, load_recording, make_evaluations, make_population, make_proposer,
-                               make_suites, run_path)
+from harness.proposers.base import Proposer
+from harness.search.controller import Controller, Tally
+from harness.store.candidate import Candidate
 from harness.store.run_store import RunStore, resolve_run
 
 VERB_FLAGS = {  # flag dest -> config key
@@ -29,6 +39,10 @@ VERB_FLAGS = {  # flag dest -> config key
 }
 # What `resume` may change: budgets, and where evaluations run (a run's directory does not depend on it).
 RESUME_FLAGS = ("iterations", "max_time", "max_cost", "concurrency", "workers", "executor", "ray_address")
+PROGRESS_EVERY, PROGRESS_S = 10, 30.0  # without a terminal: a progress line every 10 attempts or 30 s
+# When this share of a session's model calls (and at least this many) stop at the output limit, the
+# summary says to raise max_output_tokens: the answers are being cut off, not merely long.
+CUT_OFF_SHARE, CUT_OFF_MIN = 0.3, 3
 
 
 def _session_flags(p: argparse.ArgumentParser) -> None:
@@ -110,30 +124,83 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def _progress_callback(bar: tqdm):
-    def update(controller: Controller) -> None:
+class Progress:
+    """Shows how a run goes after each attempt; this base shows nothing (--no-progress)."""
+
+    def __call__(self, controller: Controller) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class BarProgress(Progress):
+    """A tqdm bar, on a terminal."""
+
+    def __init__(self, store: RunStore, total: int) -> None:
+        self.bar = tqdm(total=total, initial=store.next_attempt - 1, unit="attempt", desc=store.path.name,
+                        file=sys.stderr)
+
+    def __call__(self, controller: Controller) -> None:
         t = controller.tally
         best = controller.population.best()
-        bar.n = controller.store.next_attempt - 1
-        bar.set_postfix(best=f"{best.score:.4f}" if best else "-",
-                        valid=f"{t.valid}/{t.evaluated}", tokens=t.prompt_tokens + t.completion_tokens,
-                        cost=f"${t.cost:.3f}", refresh=False)
-        bar.refresh()
-    return update
+        self.bar.n = controller.store.next_attempt - 1
+        self.bar.set_postfix(best=f"{best.score:.4f}" if best else "-", valid=f"{t.valid}/{t.evaluated}",
+                             tokens=t.spent.prompt_tokens + t.spent.completion_tokens, cost=f"${t.spent.cost:.3f}",
+                             refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
-def _drive(store: RunStore, config: RunConfig, evaluations: Evaluations, quiet: bool) -> int:
-    """Run the controller to its stop; Ctrl-C stops cleanly. Prints the summary; returns the exit code."""
+class PlainProgress(Progress):
+    """Plain lines for a log file or a pipe, where a bar would be noise: after the first attempt, then
+    every `every` attempts or `seconds`, whichever comes first."""
+
+    def __init__(self, total: int, stream: TextIO, every: int = PROGRESS_EVERY, seconds: float = PROGRESS_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._total, self._stream, self._every, self._seconds, self._clock = total, stream, every, seconds, clock
+        self._shown_at: tuple[int, float] | None = None  # (attempts, time) of the last line
+
+    def __call__(self, controller: Controller) -> None:
+        attempts, now = controller.tally.attempts, self._clock()
+        if self._shown_at is not None and attempts - self._shown_at[0] < self._every \
+                and now - self._shown_at[1] < self._seconds:
+            return
+        self._shown_at = (attempts, now)
+        print(progress_line(controller, self._total), file=self._stream, flush=True)
+
+
+def progress_line(controller: Controller, total: int) -> str:
+    """E.g. "attempt 12/30: 9 evaluated, 7 valid, best 0.7712, 1.2k tokens, $0.01"."""
+    t, best = controller.tally, controller.population.best()
+    tokens = t.spent.prompt_tokens + t.spent.completion_tokens
+    return (f"attempt {controller.store.next_attempt - 1}/{total}: {t.evaluated} evaluated, {t.valid} valid, "
+            f"best {f'{best.score:.4f}' if best else '-'}, {_count(tokens)} tokens, ${t.spent.cost:.2f}")
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1_000_000 else f"{n / 1e3:.1f}k" if n >= 1000 else str(n)
+
+
+def _progress(store: RunStore, total: int, quiet: bool) -> Progress:
+    if quiet:
+        return Progress()
+    return BarProgress(store, total) if sys.stderr.isatty() else PlainProgress(total, sys.stderr)
+
+
+def _drive(store: RunStore, config: RunConfig, evaluations: Evaluations, proposer: Proposer, quiet: bool) -> int:
+    """Run the controller to its stop; Ctrl-C stops cleanly. Prints the summary; returns the exit code.
+    `proposer` was made (and its endpoint probed, once) by the caller before any evaluation."""
     candidates = store.load_candidates()
     seed = next(c for c in candidates if c.id == 0)
-    proposer = make_proposer(config)
     recording = load_recording(config)
     population = make_population(config, candidates, store.next_attempt)
-    bar = tqdm(total=config.run.iterations, initial=store.next_attempt - 1, unit="attempt",
-               desc=store.path.name, disable=True if quiet else None, file=sys.stderr)
+    progress = _progress(store, config.run.iterations, quiet)
     suites = make_suites(config, seed.evaluation, evaluations.device)
-    controller = Controller(store, config, population, proposer, suites, on_progress=_progress_callback(bar),
-                            recording=recording, evaluations=evaluations)
+    controller = Controller(store, config, population, proposer, suites, evaluations, on_progress=progress,
+                            recording=recording)
     started = time.monotonic()
     code = 0
     try:
@@ -142,12 +209,12 @@ def _drive(store: RunStore, config: RunConfig, evaluations: Evaluations, quiet: 
         controller.stop("interrupted (Ctrl-C)")
         tally, code = controller.tally, 130
     finally:
-        bar.close()
+        progress.close()
     print(summary(store, controller, seed, tally, time.monotonic() - started))
     return code
 
 
-def summary(store: RunStore, controller: Controller, seed, tally: Tally, elapsed: float) -> str:
+def summary(store: RunStore, controller: Controller, seed: Candidate, tally: Tally, elapsed: float) -> str:
     best = controller.population.best()
     gain = f" ({(best.score / seed.score - 1) * 100:+.1f}% vs seed {seed.score:.4f})" if best and seed.score else ""
     where = store.path
@@ -155,11 +222,22 @@ def summary(store: RunStore, controller: Controller, seed, tally: Tally, elapsed
         f"run {where}: {tally.attempts} attempts this session, {tally.evaluated} evaluated "
         f"({tally.valid} valid); stopped by {tally.stopped_by}; {elapsed:.1f} s",
         f"best: candidate {best.id} '{best.name}' combined {best.score:.4f}{gain}" if best else "best: none",
-        f"model use: {tally.prompt_tokens} prompt + {tally.completion_tokens} completion tokens, "
-        f"${tally.cost:.4f} (whole run)",
+        f"model use: {tally.spent.prompt_tokens} prompt + {tally.spent.completion_tokens} completion tokens, "
+        f"${tally.spent.cost:.4f} (whole run)",
+        *_cut_off_advice(store, controller.config, tally),
         f"review: eplb-evolve log {where} | eplb-evolve show {where} {best.id if best else 0} | "
         f"git -C {where} log --all --graph --oneline",
     ])
+
+
+def _cut_off_advice(store: RunStore, config: RunConfig, tally: Tally) -> list[str]:
+    """Advice when many answers were cut off at the output limit: each such answer is a wasted call."""
+    if tally.cut_off < max(CUT_OFF_MIN, CUT_OFF_SHARE * tally.calls):
+        return []
+    prop = config.proposer
+    return [f"advice: {tally.cut_off} of {tally.calls} model calls this session stopped at the output limit "
+            f"(finish_reason \"length\", max_output_tokens = {prop.max_output_tokens}); raise max_output_tokens "
+            f"under [proposer] in {store.config_path} (below context_tokens = {prop.context_tokens}) before resuming"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
     if path.exists() and any(path.iterdir()):
         raise UserError(f"{path}: a run of that name exists; resume it with 'eplb-evolve resume {path}' "
                         f"or pick another --name")
-    make_proposer(config)  # fail fast on a bad endpoint, key or replay source before the seed's evaluation
+    proposer = make_proposer(config)  # fail fast on a bad endpoint, key or replay source before the seed's evaluation
     load_recording(config)
     evaluations = make_evaluations(config)
     try:
@@ -183,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
                   "LLM)", file=sys.stderr)
         config = replace(config, run=replace(config.run, name=path.name))
         with RunStore.create(path, dump_toml(config), evaluate_seed(config, evaluations)) as store:
-            return _drive(store, config, evaluations, args.no_progress)
+            return _drive(store, config, evaluations, proposer, args.no_progress)
     finally:
         evaluations.shutdown()
 
@@ -194,6 +272,7 @@ def _resume(args: argparse.Namespace) -> int:
     with RunStore.open(path) as store:
         overrides = {key: getattr(args, dest, None) for dest, key in VERB_FLAGS.items() if dest in RESUME_FLAGS}
         config = load_config(store.config_path, overrides)
+        proposer = make_proposer(config)
         evaluations = make_evaluations(config)  # before the config is saved: it may be refused
         try:
             store.save_config(dump_toml(config))
@@ -203,6 +282,6 @@ def _resume(args: argparse.Namespace) -> int:
             if done >= config.run.iterations:
                 print(f"{path}: all {config.run.iterations} attempts are done; pass --iterations N (> {done}) "
                       f"to go on", file=sys.stderr)
-            return _drive(store, config, evaluations, args.no_progress)
+            return _drive(store, config, evaluations, proposer, args.no_progress)
         finally:
             evaluations.shutdown()

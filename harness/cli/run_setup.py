@@ -5,7 +5,6 @@ Shared by `run` (a new run) and `resume` (the same run again), so both build ide
 """
 from __future__ import annotations
 
-import json
 import random
 import sys
 import time
@@ -17,17 +16,17 @@ from evaluator.evaluate import EvalOptions
 from evaluator.records import Evaluation
 from evaluator.sandbox.candidate_process import Limits
 from evaluator.workloads.scenarios import suite
-from harness.store import journal
-from harness.store.candidate import Candidate, code_hash
 from harness.config.settings import RunConfig
-from harness.search.controller import Recorded
 from harness.execution.executors import EvalJob, Evaluations, Suites
 from harness.execution.local_slots import LocalEvaluations, local_device
-from harness.search.population import Population
 from harness.proposers.base import Proposer
 from harness.proposers.mutate import MutateProposer
 from harness.proposers.replay import ReplayProposer
+from harness.search.population import Population
+from harness.search.recording import Recorded, read_recording
+from harness.store.candidate import Candidate, code_hash
 from harness.store.run_store import resolve_run
+from harness.store.status import Status
 from seed_program import SEED_PATH
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
@@ -75,7 +74,7 @@ def eval_options(config: RunConfig, seed: Evaluation | None = None, device: str 
     ev = config.evaluator
     device = device or local_device(ev.device)
     limits = Limits(deadline_s=ev.deadline_s, call_timeout_s=ev.call_timeout_s, memory_mb=ev.memory_mb,
-                    threads=ev.threads, sandbox=ev.sandbox)
+                    threads=ev.threads, sandbox=ev.sandbox, max_processes=ev.max_processes)
     seed_runtimes = {s.name: s.runtime_ms for s in seed.scenarios} if seed is not None else None
     return EvalOptions(device=device, rebalance_period_s=ev.rebalance_period_s, limits=limits,
                        seed_runtime_ms=seed_runtimes, normalise_timing=ev.timing == "normalised")
@@ -100,7 +99,7 @@ def evaluate_seed(config: RunConfig, evaluations: Evaluations) -> Candidate:
                         f"settings (e.g. call_timeout_s) in the config")
     evaluation = replace(evaluation, speedup_vs_seed=1.0)
     return Candidate(id=0, parent_ids=(), island=0, name="seed", description=SEED_DESCRIPTION, code=code,
-                     code_hash=code_hash(code), status="valid", evaluation=evaluation, model="",
+                     code_hash=code_hash(code), status=Status.VALID, evaluation=evaluation, model="",
                      prompt_tokens=0, completion_tokens=0, cost=0.0, iteration=0, created_at=time.time())
 
 
@@ -116,22 +115,7 @@ def load_recording(config: RunConfig) -> dict[int, Recorded] | None:
     (None for other proposers). The recorded answers themselves are the replay proposer's."""
     if config.proposer.kind != "replay":
         return None
-    run_dir = resolve_run(config.proposer.replay_from or "", config.run.runs_dir)
-    recording: dict[int, Recorded] = {}
-    for entry in journal.read(run_dir / "journal.jsonl"):
-        attempt, parents, calls = entry.get("attempt"), entry.get("parent_ids"), entry.get("calls")
-        if not isinstance(attempt, int) or attempt < 1 or not parents:
-            continue  # the seed, or an attempt cut short before it recorded its decision
-        try:
-            messages = None
-            if calls:
-                prompt = run_dir / calls[0]["prompt"]
-                messages = tuple(json.loads(prompt.read_text(encoding="utf-8")))
-            recording[attempt] = Recorded(int(entry["island"]), tuple(int(p) for p in parents), messages)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"replay: {run_dir}: attempt {attempt}: cannot read its recorded prompt "
-                            f"({exc})") from None
-    return recording
+    return read_recording(resolve_run(config.proposer.replay_from or "", config.run.runs_dir))
 
 
 def run_path(config: RunConfig) -> Path:

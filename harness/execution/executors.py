@@ -18,14 +18,17 @@ from __future__ import annotations
 import queue
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from evaluator.evaluate import EvalOptions, evaluate
 from evaluator.records import Evaluation
+from evaluator.sandbox import isolation
 from evaluator.workloads.scenarios import Scenario
+from harness.store.status import Status
 
 WORKER_RETRIES = 1  # runs of a job after the first when the worker running it dies
 
@@ -92,28 +95,28 @@ class Evaluations(Protocol):
     device: str  # "cpu" or "cuda", as resolved where the candidates run
 
     def submit(self, job: EvalJob) -> Future:
-        """A future of (status, Evaluation); it fails only if the evaluator itself broke."""
+        """A future of (Status, Evaluation); it fails only if the evaluator itself broke."""
 
     def shutdown(self) -> None:
         """Stop taking jobs; evaluations still running are abandoned."""
 
 
-def evaluate_with_cascade(path: Path, suites: Suites, screen_floor: float | None) -> tuple[str, Evaluation]:
+def evaluate_with_cascade(path: Path, suites: Suites, screen_floor: float | None) -> tuple[Status, Evaluation]:
     """(status, evaluation). With a cascade, the quick suite screens first; only a valid program whose
     quick score is within the margin of `screen_floor` gets the full suite."""
     if suites.quick is not None:
         quick = evaluate(path, list(suites.quick), "quick", suites.options)
         if not quick.valid:
-            return "invalid", quick
+            return Status.INVALID, quick
         if screen_floor is not None and quick.combined_score < screen_floor * (1 - suites.cascade_margin):
-            return "screened", quick
+            return Status.SCREENED, quick
     full = evaluate(path, list(suites.scenarios), suites.name, suites.options)
     if suites.quick is not None:
         full = replace(full, extra={**full.extra, "quick_combined_score": quick.combined_score})
-    return ("valid" if full.valid else "invalid"), full
+    return (Status.VALID if full.valid else Status.INVALID), full
 
 
-def run_job(job: EvalJob) -> tuple[str, Evaluation]:
+def run_job(job: EvalJob) -> tuple[Status, Evaluation]:
     """Run one job in this process. The program goes to a private temporary file because the
     evaluator loads programs from files; its name is the job's, for tracebacks."""
     with tempfile.TemporaryDirectory(prefix="eplb-candidate-") as folder:
@@ -122,12 +125,13 @@ def run_job(job: EvalJob) -> tuple[str, Evaluation]:
         return evaluate_with_cascade(path, job.suites, job.screen_floor)
 
 
-def failed(suites: Suites, reason: str) -> tuple[str, Evaluation]:
+def failed(suites: Suites, reason: str) -> tuple[Status, Evaluation]:
     """The record of an evaluation that gave no result (the evaluator broke, or the worker running
     it was lost): the candidate is invalid with the reason, and the run goes on."""
     options = suites.options
-    return "invalid", Evaluation.invalid(reason, f"INVALID: {reason}", device=options.device,
-                                         sandbox=options.limits.sandbox, suite=suites.name, heldout=False)
+    return Status.INVALID, Evaluation.invalid(reason, f"INVALID: {reason}", device=options.device,
+                                         sandbox=isolation.resolve_sandbox(options.limits.sandbox), suite=suites.name,
+                                         heldout=False)
 
 
 def foreign_windows(suites: Suites, evaluation: Evaluation) -> str | None:
@@ -149,6 +153,6 @@ def foreign_windows(suites: Suites, evaluation: Evaluation) -> str | None:
     return None
 
 
-def lost(suites: Suites, worker: str, why: str) -> tuple[str, Evaluation]:
+def lost(suites: Suites, worker: str, why: str) -> tuple[Status, Evaluation]:
     """The record of an evaluation whose `worker` died on every try."""
     return failed(suites, f"evaluation lost: the {worker} running it died on all {1 + WORKER_RETRIES} tries ({why})")

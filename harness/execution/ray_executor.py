@@ -29,16 +29,17 @@ from concurrent.futures import Future
 import ray
 from ray import exceptions
 
-from evaluator.sandbox import privileges
 from evaluator.errors import UserError
 from evaluator.records import Evaluation
+from evaluator.sandbox import privileges
 from harness.execution.executors import WORKER_RETRIES, EvalJob, failed, foreign_windows, lost, run_job
+from harness.store.status import Status
 
 PROBE_S = 5.0  # how long a head address may take to accept a connection
 
 
 @ray.remote(max_retries=WORKER_RETRIES, retry_exceptions=False)
-def evaluate_task(job: EvalJob) -> tuple[str, dict]:
+def evaluate_task(job: EvalJob) -> tuple[Status, dict]:
     status, evaluation = run_job(job)
     return status, evaluation.to_dict()
 
@@ -54,7 +55,7 @@ class RayEvaluations:
 
     @classmethod
     def connect(cls, address: str | None, requested_device: str, threads: int,
-                workers: int | None) -> "RayEvaluations":
+                workers: int | None) -> RayEvaluations:
         """Join the cluster at `address` (or use the Ray this process already joined), resolve the
         device against the cluster's resources, and size the slots."""
         privileges.set_dumpable(False)  # as for local workers: candidates may share this machine and uid

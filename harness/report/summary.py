@@ -20,11 +20,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from evaluator.records import Evaluation
-from harness.store.candidate import Candidate
 from harness.search.pareto import ParetoArchive
-
+from harness.store.candidate import Candidate, best_of, metrics
+from harness.store.journal import Spend, outcomes, spend
 
 # -- budget --------------------------------------------------------------------------------------
+
+# How the budget counts an attempt whose calls are journaled but whose outcome line is not (yet):
+# one still running, or one cut short whose run has not been resumed since.
+UNFINISHED = "unfinished"
 
 @dataclass(frozen=True)
 class Budget:
@@ -46,21 +50,24 @@ class Budget:
 
 def budget(candidates: list[Candidate], journal: list[dict[str, Any]]) -> Budget:
     """Totals from the journal, completed by the candidates themselves: a run killed between a commit
-    and its journal line (or one being written now) still counts every committed candidate."""
-    by_attempt = {e["attempt"]: e for e in journal if isinstance(e.get("attempt"), int)}
+    and its journal line (or one being written now) still counts every committed candidate, and an
+    attempt still going (or cut short and not resumed yet) counts the calls it has made, as
+    UNFINISHED. Every model call is counted once (`journal.spend`)."""
+    by_attempt = outcomes(journal)
     for c in candidates:
         by_attempt.setdefault(c.iteration, {"status": c.status, "prompt_tokens": c.prompt_tokens,
                                             "completion_tokens": c.completion_tokens, "cost": c.cost,
                                             "timestamp": c.created_at})
-    tried = [e for attempt, e in by_attempt.items() if attempt >= 1]
-    stamps = [float(e["timestamp"]) for e in by_attempt.values() if isinstance(e.get("timestamp"), (int, float))]
+    spent = {a: s for a, s in spend(journal, by_attempt).items() if a >= 1}
+    statuses = Counter(str(by_attempt.get(a, {}).get("status", UNFINISHED)) for a in spent)
+    stamps = {float(e["timestamp"]) for e in [*journal, *by_attempt.values()]
+              if isinstance(e.get("timestamp"), (int, float))}
     children = [c for c in candidates if c.parent_ids]
+    total = sum(spent.values(), Spend())
     return Budget(
-        attempts=len(tried), statuses=dict(Counter(str(e.get("status", "?")) for e in tried).most_common()),
+        attempts=len(spent), statuses=dict(statuses.most_common()),
         candidates=len(children), valid=sum(c.valid for c in children),
-        prompt_tokens=sum(int(e.get("prompt_tokens") or 0) for e in tried),
-        completion_tokens=sum(int(e.get("completion_tokens") or 0) for e in tried),
-        cost=sum(float(e.get("cost") or 0.0) for e in tried),
+        prompt_tokens=total.prompt_tokens, completion_tokens=total.completion_tokens, cost=total.cost,
         wall_s=max(stamps) - min(stamps) if len(stamps) > 1 else None)
 
 
@@ -145,23 +152,13 @@ def pareto_view(candidates: list[Candidate], baselines: list[tuple[str, Evaluati
         archive.add(c)
     front = sorted((_point(c) for c in archive.members), key=lambda p: p.runtime_ms)
     seed = next((c for c in valid if not c.parent_ids), None)
-    best = best_candidate(candidates)
+    best = best_of(candidates)
     anchors = tuple(Point(label, ev.runtime_ms, ev.balancedness) for label, ev in baselines if ev.valid)
     return ParetoView(tuple(_point(c) for c in valid), tuple(front), _point(seed) if seed else None,
                       _point(best) if best else None, anchors)
 
 
-# -- ranking and lineage -------------------------------------------------------------------------
-
-def ranked(candidates: list[Candidate]) -> list[Candidate]:
-    """Valid candidates, best combined score first; ties go to the older one (as the population ranks)."""
-    return sorted((c for c in candidates if c.valid), key=lambda c: (-c.score, c.id))
-
-
-def best_candidate(candidates: list[Candidate]) -> Candidate | None:
-    order = ranked(candidates)
-    return order[0] if order else None
-
+# -- lineage ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class LineageNode:
@@ -237,7 +234,8 @@ def _gain(ev: Evaluation | None, seed: Evaluation | None) -> float | None:
 
 def _cells(ev: Evaluation | None) -> tuple[float | None, float | None]:
     """(combined, balancedness) of an evaluation, None when missing or invalid."""
-    return (ev.combined_score, ev.balancedness) if ev is not None and ev.valid else (None, None)
+    values = metrics(ev)
+    return values.get("combined_score"), values.get("balancedness")
 
 
 def _cell_text(text: str) -> str:

@@ -1,10 +1,13 @@
-"""The search: the population (islands, selection, Pareto archive), one attempt's propose-and-fix
-turns, and the controller loop that plans, evaluates and records candidates."""
+"""The search: the population (islands, selection, Pareto archive), the Attempt record carried from
+plan to candidate, one attempt's propose-and-fix turns, and the controller loop that records them."""
 
-from harness.search.population import Population, Migration
+from harness.search.attempt import propose
+from harness.search.attempt_record import Attempt, Call, Plan
+from harness.search.controller import Controller, Tally
 from harness.search.pareto import ParetoArchive
+from harness.search.population import Migration, Population
+from harness.search.recording import Recorded, read_recording
 from harness.search.selection import PowerLaw, weighted_index
-from harness.search.attempt import Plan, Proposed, propose
-from harness.search.controller import Controller, Tally, Recorded
 
-__all__ = ["Population", "Migration", "ParetoArchive", "PowerLaw", "weighted_index", "Plan", "Proposed", "propose", "Controller", "Tally", "Recorded"]
+__all__ = ["Attempt", "Call", "Controller", "Migration", "ParetoArchive", "Plan", "Population", "PowerLaw",
+           "Recorded", "Tally", "propose", "read_recording", "weighted_index"]

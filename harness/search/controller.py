@@ -3,7 +3,9 @@
 An attempt is planned here (parent, island, prompt), proposed on a thread
 (`harness.search.attempt.propose`), checked for duplicates here, evaluated by the evaluation executor
 (isolated, on a worker slot of its own: `harness.execution.executors`), and recorded here: committed to the Git
-population and added to the in-memory population the moment it finishes.
+population and added to the in-memory population the moment it finishes. One `Attempt` record
+travels that whole way; the future maps below hold Attempts, and the journal line and the commit
+are read off them.
 
 Two limits, because proposals wait on a model and evaluations on the machine: up to `concurrency`
 proposals in flight, and at most `workers` evaluations at once (the executor's slots). A new
@@ -11,90 +13,74 @@ attempt is planned only while fewer than max(concurrency, workers) attempts are 
 to keep every slot busy while the next proposal is made, and no queue of stale proposals piling up
 in front of busy workers (parents are picked from a population that is never far behind). With
 one of each, attempts run one after another, as a reproducible run needs.
+
+Model calls are journaled from the proposal threads as they return (`_journal_call`), under a
+lock that every write to the run takes, so a call that completed is in the journal, with what it
+cost, even if Ctrl-C abandons its attempt a moment later; the run's totals (`Tally.spent`, and so
+`max_cost`) count each call then, and only then.
 """
 from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass, replace
 
-from evaluator.records import Evaluation
-from harness.proposers import prompts
-from harness.search.attempt import Plan, Proposed, propose
-from harness.store.candidate import Candidate, code_hash
 from harness.config.settings import RunConfig
-from harness.execution.executors import EvalJob, Evaluations, LocalExecutor, Suites, failed
-from harness.execution.local_slots import LocalEvaluations
-from harness.search.population import Population
+from harness.execution.executors import Evaluations, LocalExecutor, Suites, failed
+from harness.proposers import prompts
 from harness.proposers.base import Proposer
+from harness.search.attempt import CUT_OFF, propose
+from harness.search.attempt_record import Attempt, Call, Plan
+from harness.search.population import Population
+from harness.search.recording import Recorded
+from harness.store import journal
+from harness.store.candidate import Candidate, metrics
+from harness.store.journal import Spend
 from harness.store.run_store import RunStore
+from harness.store.status import Status
 
 CROSSOVER_RATE = 0.1  # share of attempts that ask for a merge with a second parent, when one exists
 FAILURES_SHOWN = 3  # last failed attempts on the lineage shown in the prompt
 
 
-@dataclass(frozen=True)
-class Recorded:
-    """One attempt of an earlier run, as its journal recorded it, for `--proposer replay`: where it
-    bred (island, parents) and the first conversation it sent (None when no call got an answer).
-
-    Replaying these decisions, not re-deciding them, is what makes a replay reproduce the run:
-    parent selection follows scores, and scores carry timing noise (runtime is part of
-    combined_score), so a re-decided replay would drift at the first near-tie; and the prompt
-    quotes the parent's measured runtime, so a rebuilt prompt would not hash like the recorded one.
-    """
-
-    island: int
-    parent_ids: tuple[int, ...]
-    messages: tuple[dict[str, str], ...] | None
-
-
 @dataclass
 class Tally:
-    """Running counts for the progress bar and the summary."""
+    """Running counts for the progress display and the summary: `spent` is the whole run's (rebuilt
+    from the journal at start), the rest this session's."""
 
     attempts: int = 0
     evaluated: int = 0
     valid: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
+    spent: Spend = Spend()
+    calls: int = 0
+    cut_off: int = 0  # calls whose answer stopped at the output limit
     stopped_by: str = "iterations"
 
 
-def _metrics(ev: Evaluation | None) -> dict[str, float]:
-    if ev is None or not ev.valid:
-        return {}
-    return {"combined_score": ev.combined_score, "balancedness": ev.balancedness,
-            "balancedness_slot": ev.balancedness_slot, "runtime_ms": ev.runtime_ms}
-
-
 class Controller:
-    """`evaluations`: where candidates are evaluated (the caller shuts it down); None: local worker
-    slots made for this run (`[run] workers`) and shut down at its end."""
+    """`evaluations`: where candidates are evaluated; the caller makes it and shuts it down."""
 
     def __init__(self, store: RunStore, config: RunConfig, population: Population, proposer: Proposer,
-                 suites: Suites, on_progress: Callable[["Controller"], None] | None = None,
-                 recording: Mapping[int, Recorded] | None = None,
-                 evaluations: Evaluations | None = None) -> None:
+                 suites: Suites, evaluations: Evaluations, *,
+                 on_progress: Callable[[Controller], None] | None = None,
+                 recording: Mapping[int, Recorded] | None = None) -> None:
         self.store, self.config, self.population, self.proposer = store, config, population, proposer
         self.suites = suites
         self.evaluations = evaluations
         self.recording = recording or {}
-        self.tally = Tally()
+        self.tally = Tally(spent=sum(journal.spend(store.load_journal()).values(), Spend()))
         self.on_progress = on_progress or (lambda _c: None)
         self._failures: dict[int, deque] = defaultdict(lambda: deque(maxlen=FAILURES_SHOWN))
         self._pending_hashes: set[str] = set()
         self._best_quick: float | None = None
         self._stop = False
-        for entry in store.load_journal():
-            self.tally.prompt_tokens += int(entry.get("prompt_tokens") or 0)
-            self.tally.completion_tokens += int(entry.get("completion_tokens") or 0)
-            self.tally.cost += float(entry.get("cost") or 0.0)
+        self._writing = threading.Lock()  # proposal threads journal calls: every write to the run takes it
+        self._finished = False  # set when run() returns: the run directory is the caller's again
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> Tally:
@@ -105,32 +91,29 @@ class Controller:
                 self.store.set_island_head(island, head)
         started = time.monotonic()
         proposals = LocalExecutor(run.concurrency)
-        options = self.suites.options
-        evaluations = self.evaluations or LocalEvaluations.on_this_machine(options.device, options.limits.threads,
-                                                                           run.workers)
-        proposing: dict[Future, Plan] = {}
-        evaluating: dict[Future, tuple[Proposed, list[dict]]] = {}
+        proposing: dict[Future, Attempt] = {}
+        evaluating: dict[Future, Attempt] = {}
         try:
             while True:
                 while (not self._stop and len(proposing) < run.concurrency
-                       and len(proposing) + len(evaluating) < max(run.concurrency, evaluations.slots)
+                       and len(proposing) + len(evaluating) < max(run.concurrency, self.evaluations.slots)
                        and self._may_launch(started)):
-                    plan = self._plan()
-                    proposing[proposals.submit(propose, plan, self.proposer, run.fix_attempts, self._twin)] = plan
+                    planned = self._plan()
+                    proposing[proposals.submit(self._propose, planned)] = planned
                 if not proposing and not evaluating:
                     break
                 done, _ = wait([*proposing, *evaluating], timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
                     if future in proposing:
-                        job = self._proposed(self._proposal(proposing.pop(future), future))
-                        if job is not None:  # an applied proposal goes on to its evaluation
-                            evaluating[evaluations.submit(job[0])] = job[1]
+                        applied = self._proposed(_outcome(proposing.pop(future), future))
+                        if applied is not None:  # a new program goes on to its evaluation
+                            evaluating[self.evaluations.submit(applied.job(self.suites, self._best_quick))] = applied
                     else:
-                        self._evaluated(*evaluating.pop(future), future)
+                        self._record(self._evaluation(evaluating.pop(future), future))
         finally:
             proposals.shutdown()
-            if evaluations is not self.evaluations:
-                evaluations.shutdown()
+            with self._writing:  # a call still being journaled finishes; later ones are not written
+                self._finished = True
         return self.tally
 
     def stop(self, reason: str) -> None:
@@ -144,22 +127,22 @@ class Controller:
         if run.max_time_s is not None and time.monotonic() - started >= run.max_time_s:
             self.stop("max_time")
             return False
-        if run.max_cost is not None and self.tally.cost >= run.max_cost:
+        if run.max_cost is not None and self.tally.spent.cost >= run.max_cost:
             self.stop("max_cost")
             return False
         return True
 
     # -- planning --------------------------------------------------------------------------
-    def _plan(self) -> Plan:
-        attempt = self.store.begin_attempt()
-        rng = random.Random(f"{self.config.run.seed}:{attempt}")
-        recorded = self._replayable(self.recording.get(attempt))
+    def _plan(self) -> Attempt:
+        number = self.store.begin_attempt()
+        rng = random.Random(f"{self.config.run.seed}:{number}")
+        recorded = self._replayable(self.recording.get(number))
         if recorded is not None:
             island = recorded.island
             parent, *mates = (self.population.get(i) for i in recorded.parent_ids)
             mate = mates[0] if mates else None
         else:
-            island = self.population.island_for(attempt)
+            island = self.population.island_for(number)
             parent = self.population.pick_parent(island)
             mate = self.population.pick_mate(parent, island) if rng.random() < CROSSOVER_RATE else None
         crossover = None
@@ -168,23 +151,22 @@ class Controller:
             crossover = (mate.code, ancestor.code)
         # Filed before anything else happens, so an attempt cut short by a crash is still counted
         # (journaled "interrupted" at resume) and its number is never handed out twice.
-        self.store.save_artifact(attempt, "plan", json.dumps(
-            {"attempt": attempt, "island": island, "parent_ids": [parent.id] + ([mate.id] if mate else [])}))
+        self.store.save_artifact(number, "plan", json.dumps(
+            {"attempt": number, "island": island, "parent_ids": [parent.id] + ([mate.id] if mate else [])}))
         if recorded is not None and recorded.messages is not None:
             messages = recorded.messages  # replayed as sent, so it hashes like the recorded prompt
         else:
             messages = self._messages(parent, island)
-        return Plan(attempt=attempt, island=island, parent_id=parent.id, parent_code=parent.code,
-                    messages=messages, mate_id=mate.id if mate else None, crossover=crossover,
-                    seed=self.config.run.seed * 1_000_003 + attempt)
+        return Attempt(Plan(attempt=number, island=island, parent_id=parent.id, parent_code=parent.code,
+                            messages=messages, mate_id=mate.id if mate else None, crossover=crossover,
+                            seed=self.config.run.seed * 1_000_003 + number))
 
     def _messages(self, parent: Candidate, island: int) -> tuple[dict[str, str], ...]:
         ctx = prompts.PromptContext(
             task=prompts.TASK_STATEMENT,
-            parent=prompts.ProgramView(parent.name, parent.description, parent.code,
-                                       _metrics(parent.evaluation),
+            parent=prompts.ProgramView(parent.name, parent.description, parent.code, metrics(parent.evaluation),
                                        parent.evaluation.feedback if parent.evaluation else ""),
-            inspirations=tuple(prompts.Inspiration(c.name, c.description, _metrics(c.evaluation), c.code)
+            inspirations=tuple(prompts.Inspiration(c.name, c.description, metrics(c.evaluation), c.code)
                                for c in self.population.inspirations(parent, island)),
             failures=self._lineage_failures(parent),
         )
@@ -205,67 +187,31 @@ class Controller:
     def _lineage_failures(self, parent: Candidate) -> tuple[prompts.FailedAttempt, ...]:
         """The newest FAILURES_SHOWN failures, oldest first: failed evaluations on the lineage (from
         the population) merged by attempt number with this parent's recent unappliable answers."""
-        failed = [(c.iteration, prompts.FailedAttempt(c.name, c.evaluation.error if c.evaluation else c.status))
+        failed = [(c.iteration, prompts.FailedAttempt(c.name, (c.evaluation and c.evaluation.error) or c.status))
                   for c in self.population.recent_failures(parent.id, FAILURES_SHOWN)]
         merged = sorted([*failed, *self._failures[parent.id]], key=lambda pair: pair[0])
         return tuple(failure for _, failure in merged[-FAILURES_SHOWN:])
 
-    # -- finishing -------------------------------------------------------------------------
-    @staticmethod
-    def _proposal(plan: Plan, future: Future) -> Proposed:
-        try:
-            return future.result()
-        except Exception as error:  # a proposer bug must not kill the run: journal it
-            return Proposed(plan, "proposer_error", f"{type(error).__name__}: {error}")
+    # -- proposing (on a proposal thread) ------------------------------------------------
+    def _propose(self, planned: Attempt) -> Attempt:
+        return propose(planned, self.proposer, self.config.run.fix_attempts,
+                       max_output_tokens=self.config.proposer.max_output_tokens, known=self._twin,
+                       on_call=self._journal_call)
 
-    def _evaluated(self, proposed: Proposed, calls: list[dict], future: Future) -> None:
-        try:
-            status, evaluation = future.result()
-        except Exception as error:  # an evaluator bug must not kill the run: the candidate fails
-            status, evaluation = failed(self.suites, f"evaluator error: {type(error).__name__}: {error}")
-        self._record(proposed, calls, status, evaluation)
-
-    def _save_calls(self, proposed: Proposed) -> list[dict[str, Any]]:
-        records = []
-        for call in proposed.calls:
-            prompt = self.store.save_artifact(proposed.plan.attempt, "prompt", json.dumps(call.messages, indent=1))
-            response = self.store.save_artifact(proposed.plan.attempt, "response", call.proposal.text)
-            p = call.proposal
-            records.append({"prompt_hash": call.prompt_hash, "prompt": prompt, "response": response,
-                            "model": p.model, "prompt_tokens": p.prompt_tokens,
-                            "completion_tokens": p.completion_tokens, "cost": p.cost, "latency_s": p.latency_s})
-        return records
-
-    def _count_tokens(self, proposed: Proposed) -> None:
-        prompt_tokens, completion_tokens = proposed.tokens
-        self.tally.prompt_tokens += prompt_tokens
-        self.tally.completion_tokens += completion_tokens
-        self.tally.cost += proposed.cost
-
-    def _proposed(self, proposed: Proposed) -> tuple[EvalJob, tuple[Proposed, list[dict]]] | None:
-        """Journal a proposal that produced nothing to evaluate, or hand the new program on: its
-        evaluation job, and what recording it needs."""
-        calls = self._save_calls(proposed)
-        self._count_tokens(proposed)
-        plan = proposed.plan
-        if proposed.status == "budget_exhausted":
-            self.stop("max_cost")
-        if proposed.code is not None:
-            digest = proposed.code_hash or code_hash(proposed.code)
-            error = self._twin(digest)
-            if error is None:
-                self._pending_hashes.add(digest)
-                job = EvalJob(proposed.code, f"attempt_{plan.attempt:06d}.py", self.suites, self._best_quick)
-                return job, (proposed, calls)
-            status = "duplicate"  # a twin that appeared while this proposal was being made
-        else:
-            status, error = proposed.status, proposed.error
-            if proposed.response is not None or proposed.calls:
-                self._failures[plan.parent_id].append((plan.attempt, prompts.FailedAttempt(
-                    proposed.response.name if proposed.response else "unparsable answer", error or status,
-                    proposed.calls[-1].proposal.text if proposed.calls else None)))
-        self._journal_only(proposed, calls, status, error)
-        return None
+    def _journal_call(self, attempt: Attempt, call: Call) -> Call:
+        """File a call's texts, journal it and count what it cost, the moment it returns."""
+        with self._writing:
+            if self._finished:
+                return call
+            number, proposal = attempt.number, call.proposal
+            filed = replace(call, prompt_file=self.store.save_artifact(number, "prompt",
+                                                                       json.dumps(call.messages, indent=1)),
+                            response_file=self.store.save_artifact(number, "response", proposal.text))
+            self.store.journal_call(number, filed.record())
+            self.tally.spent += Spend(proposal.prompt_tokens, proposal.completion_tokens, proposal.cost)
+            self.tally.calls += 1
+            self.tally.cut_off += proposal.finish_reason == CUT_OFF
+            return filed
 
     def _twin(self, digest: str) -> str | None:
         """What the program with this code hash repeats: a candidate already evaluated or one being
@@ -276,46 +222,68 @@ class Controller:
             return f"same program as candidate {twin.id} ({twin.name})"
         return "same program as one being evaluated" if digest in self._pending_hashes else None
 
-    def _journal_only(self, proposed: Proposed, calls: list[dict], status: str, error: str | None) -> None:
-        plan = proposed.plan
-        prompt_tokens, completion_tokens = proposed.tokens
-        self.store.append_journal({
-            "attempt": plan.attempt, "status": status, "error": error, "island": plan.island,
-            "parent_ids": [plan.parent_id] + ([plan.mate_id] if plan.mate_id is not None else []),
-            "model": proposed.model, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "cost": proposed.cost, "calls": calls, "blocks": list(proposed.blocks),
-            "name": proposed.response.name if proposed.response else None})
-        self.tally.attempts += 1
-        self.on_progress(self)
+    # -- finishing -------------------------------------------------------------------------
+    def _proposed(self, attempt: Attempt) -> Attempt | None:
+        """Hand a new program on to its evaluation, or journal an attempt that produced none."""
+        if attempt.status is Status.BUDGET_EXHAUSTED:
+            self.stop("max_cost")
+        if attempt.status is Status.APPLIED and attempt.code_hash is not None:
+            twin = self._twin(attempt.code_hash)
+            if twin is None:
+                self._pending_hashes.add(attempt.code_hash)
+                return attempt
+            attempt = replace(attempt, status=Status.DUPLICATE, error=twin)  # a twin appeared meanwhile
+        else:
+            self._remember_failure(attempt)
+        with self._writing:
+            self.store.append_journal(attempt.journal_entry())
+        self._finish_attempt()
+        return None
 
-    def _record(self, proposed: Proposed, calls: list[dict], status: str, evaluation: Evaluation) -> None:
+    def _remember_failure(self, attempt: Attempt) -> None:
+        """Keep the model's own mistake for the next prompts on this parent (never a harness failure)."""
+        mistake = attempt.mistake()
+        if mistake is not None:
+            self._failures[attempt.plan.parent_id].append((attempt.number, prompts.FailedAttempt(
+                attempt.response.name if attempt.response else "unparsable answer", mistake,
+                attempt.calls[-1].proposal.text if attempt.calls else None)))
+
+    def _evaluation(self, attempt: Attempt, future: Future) -> Attempt:
+        try:
+            status, evaluation = future.result()
+        except Exception as error:  # an evaluator bug must not kill the run: the candidate fails
+            status, evaluation = failed(self.suites, f"evaluator error: {type(error).__name__}: {error}")
+        return attempt.evaluated(status, evaluation)
+
+    def _record(self, attempt: Attempt) -> None:
         """Commit an evaluated candidate and let it join the population at once."""
-        plan, response = proposed.plan, proposed.response
-        assert response is not None and proposed.code is not None
-        digest = proposed.code_hash or code_hash(proposed.code)
-        prompt_tokens, completion_tokens = proposed.tokens
-        parents = (plan.parent_id,) + ((plan.mate_id,) if plan.mate_id is not None else ())
-        candidate = Candidate(
-            id=self.store.next_candidate_id, parent_ids=parents, island=plan.island, name=response.name,
-            description=response.description, code=proposed.code, code_hash=digest,
-            status=status, evaluation=evaluation, model=proposed.model, prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens, cost=proposed.cost, iteration=plan.attempt,
-            created_at=time.time())
-        candidate = self.store.commit(candidate, {"calls": calls, "blocks": list(proposed.blocks)})
+        with self._writing:
+            candidate = self.store.commit(attempt.to_candidate(self.store.next_candidate_id, time.time()),
+                                          attempt.journal_entry())
         self._pending_hashes.discard(candidate.code_hash)
         migrations = self.population.add(candidate)
-        if status == "valid" and self.suites.quick is not None:
-            quick = evaluation.extra.get("quick_combined_score")
-            if quick is not None:
-                self._best_quick = max(self._best_quick or 0.0, quick)
-        for island in {plan.island, *(m.target for m in migrations)}:
+        quick = attempt.evaluation.extra.get("quick_combined_score") if attempt.evaluation else None
+        if candidate.status == Status.VALID and self.suites.quick is not None and quick is not None:
+            self._best_quick = max(self._best_quick or 0.0, quick)
+        for island in {attempt.plan.island, *(m.target for m in migrations)}:
             head = self.population.island_best(island)
             if head is not None:
                 self.store.set_island_head(island, head)
         best = self.population.best()
         if best is not None:
             self.store.set_best(best)
-        self.tally.attempts += 1
         self.tally.evaluated += 1
         self.tally.valid += candidate.valid
+        self._finish_attempt()
+
+    def _finish_attempt(self) -> None:
+        self.tally.attempts += 1
         self.on_progress(self)
+
+
+def _outcome(planned: Attempt, future: Future) -> Attempt:
+    """The proposal stage's result; a bug in it must not kill the run: the attempt is journaled."""
+    try:
+        return future.result()
+    except Exception as error:
+        return planned.cut_short(Status.PROPOSER_ERROR, f"{type(error).__name__}: {error}")

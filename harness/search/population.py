@@ -20,14 +20,14 @@ from __future__ import annotations
 import bisect
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from evaluator.errors import UserError
-from harness.store.candidate import Candidate
 from harness.config.settings import PopulationSettings
 from harness.search.pareto import ParetoArchive
 from harness.search.selection import PowerLaw, weighted_index
+from harness.store.candidate import Candidate, best_of, rank_key
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Population:
         self.settings = settings
         self._rng = rng
         self._all: dict[int, Candidate] = {}
-        # Per island: valid members as (-score, id), best first; ties go to the older candidate.
+        # Per island: valid members' rank keys (-score, id), best first (`candidate.rank_key`).
         self._ranked: list[list[tuple[float, int]]] = [[] for _ in range(settings.islands)]
         self._member_ids: list[set[int]] = [set() for _ in range(settings.islands)]
         self._failures: list[Candidate] = []
@@ -55,7 +55,7 @@ class Population:
 
     @classmethod
     def from_candidates(cls, settings: PopulationSettings, candidates: Iterable[Candidate],
-                        rng: random.Random) -> "Population":
+                        rng: random.Random) -> Population:
         """Rebuild the state of a run from its committed candidates (any order)."""
         population = cls(settings, rng)
         for candidate in sorted(candidates, key=lambda c: c.id):
@@ -92,7 +92,7 @@ class Population:
 
     def _join(self, candidate: Candidate, island: int) -> None:
         self._member_ids[island].add(candidate.id)
-        bisect.insort(self._ranked[island], (-candidate.score, candidate.id))
+        bisect.insort(self._ranked[island], rank_key(candidate))
 
     def _migrate(self) -> tuple[Migration, ...]:
         """Ring migration; sources are fixed first, so a program moves one step per round."""
@@ -211,9 +211,8 @@ class Population:
         return [self._all[cid] for _, cid in self._ranked[island]]
 
     def best(self) -> Candidate | None:
-        """The best valid candidate of the run (the oldest among equals)."""
-        tops = [ranked[0] for ranked in self._ranked if ranked]
-        return self._all[min(tops)[1]] if tops else None
+        """The best valid candidate of the run, by the one ranking rule (`candidate.rank_key`)."""
+        return best_of(filter(None, map(self.island_best, range(self.settings.islands))))
 
     def pareto_front(self) -> list[Candidate]:
         return self._pareto.members

@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import math
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 # How steeply the weighted rule favours above-median programs: one standard deviation above
 # the median weighs sigmoid(2) = 0.88 against 0.5 at the median and 0.12 one below.

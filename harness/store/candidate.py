@@ -1,8 +1,12 @@
-"""The one record of a candidate program, and the code hash that makes duplicates recognisable.
+"""The one record of a candidate program, the code hash that makes duplicates recognisable, and the
+two rules every reader of a run shares: which metrics an evaluation is summed up by, and which
+candidate is best.
 
 A `Candidate` is what the population ranks, what the store commits and what the prompts show;
 it is serialised here and nowhere else (`to_dict` / `from_dict`), so the journal, the commit's
-`metrics.json` and `--json` output never disagree about a field.
+`metrics.json` and `--json` output never disagree about a field. `metrics` is the one
+Evaluation -> numbers conversion (prompts, commit trailers, the journal, `log --json`, the report),
+and `rank_key` the one ranking (the population, `best`, the report), so no two of them can disagree.
 
 Duplicates: models often return the parent again with a reworded comment or reflowed lines.
 `code_hash` hashes the *normalised* program (its syntax tree, unparsed, without comments and
@@ -12,13 +16,21 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from evaluator.records import Evaluation
+from harness.store.status import Status
 
-VALID = "valid"
-INVALID = "invalid"
+# The headline metrics of an evaluation, with the decimals they are written with, in the order
+# people read them. Everything that sums an evaluation up shows exactly these: the prompt (the
+# parent's and inspirations' scores), the commit trailers (`Combined-Score: 0.8123`), the journal's
+# evaluation summary, `log --json` and the report. A new field of `Evaluation` added here appears
+# in all of them.
+HEADLINE: dict[str, int] = {
+    "combined_score": 4, "balancedness": 4, "balancedness_slot": 4, "runtime_ms": 3, "speedup_vs_seed": 2,
+}
 
 
 def _strip_docstrings(tree: ast.AST) -> None:
@@ -68,7 +80,7 @@ class Candidate:
     description: str
     code: str
     code_hash: str
-    status: str
+    status: Status
     evaluation: Evaluation | None
     model: str
     prompt_tokens: int
@@ -80,7 +92,7 @@ class Candidate:
 
     @property
     def valid(self) -> bool:
-        return self.status == VALID and self.evaluation is not None and self.evaluation.valid
+        return self.status == Status.VALID and self.evaluation is not None and self.evaluation.valid
 
     @property
     def score(self) -> float:
@@ -99,15 +111,40 @@ class Candidate:
         }
 
     @staticmethod
-    def from_dict(data: dict[str, Any]) -> "Candidate":
+    def from_dict(data: dict[str, Any]) -> Candidate:
         evaluation = data.get("evaluation")
         return Candidate(
             id=int(data["id"]), parent_ids=tuple(int(p) for p in data["parent_ids"]),
             island=int(data["island"]), name=str(data["name"]), description=str(data["description"]),
-            code=str(data["code"]), code_hash=str(data["code_hash"]), status=str(data["status"]),
+            code=str(data["code"]), code_hash=str(data["code_hash"]), status=Status(data["status"]),
             evaluation=Evaluation.from_dict(evaluation) if evaluation is not None else None,
             model=str(data["model"]), prompt_tokens=int(data["prompt_tokens"]),
             completion_tokens=int(data["completion_tokens"]), cost=float(data["cost"]),
             iteration=int(data["iteration"]), created_at=float(data["created_at"]),
             commit=str(data.get("commit", "")),
         )
+
+
+def metrics(evaluation: Evaluation | None) -> dict[str, float]:
+    """The headline metrics (`HEADLINE`) of a valid evaluation, those it has (None values are left
+    out); {} for no evaluation or an invalid one, whose numbers mean nothing."""
+    if evaluation is None or not evaluation.valid:
+        return {}
+    values = {name: getattr(evaluation, name) for name in HEADLINE}
+    return {name: float(value) for name, value in values.items() if value is not None}
+
+
+def rank_key(candidate: Candidate) -> tuple[float, int]:
+    """How candidates rank, best first: the higher score, then the older candidate (lower id), so
+    the best never changes to a later program that only ties it."""
+    return (-candidate.score, candidate.id)
+
+
+def ranked(candidates: Iterable[Candidate]) -> list[Candidate]:
+    """The valid candidates, best first (invalid ones are never ranked)."""
+    return sorted((c for c in candidates if c.valid), key=rank_key)
+
+
+def best_of(candidates: Iterable[Candidate]) -> Candidate | None:
+    """The best valid candidate, or None when there is none."""
+    return min((c for c in candidates if c.valid), key=rank_key, default=None)

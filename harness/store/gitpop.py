@@ -5,7 +5,8 @@ candidate record without its code: evaluation, lineage, model, tokens, cost), `a
 (the journal entry of the attempt that made it) and the run's `.gitignore`; its parents are its
 parent candidates' commits (two for a crossover, none for the seed); its message is the
 response's NAME, a blank line, its DESCRIPTION, a blank line and trailers (`Candidate-Id: 12`,
-`Parent: 7`, `Island: 1`, `Status: valid`, `Combined-Score: 0.8123`, ...), so `git log` reads
+`Parent: 7`, `Island: 1`, `Status: valid`, then the headline metrics, `Combined-Score: 0.8123`,
+`Runtime-Ms: 4.812`, ...), so `git log` reads
 like the search's lab notebook.
 
 Why plumbing instead of `git add` + `git commit`: a candidate's objects are written in this
@@ -33,7 +34,7 @@ import git
 from git.objects.fun import tree_to_stream
 from gitdb import IStream, LooseObjectDB
 
-from harness.store.candidate import Candidate
+from harness.store.candidate import HEADLINE, Candidate, metrics
 
 IDENTITY = git.Actor("eplb-evolve", "eplb-evolve@localhost")
 # Git subprocesses (checkout) write reflogs; with no user identity configured they need one.
@@ -103,11 +104,11 @@ def commit_message(candidate: Candidate) -> str:
     trailers = [("Candidate-Id", str(candidate.id))]
     trailers += [("Parent", str(p)) for p in candidate.parent_ids]
     trailers += [("Island", str(candidate.island)), ("Iteration", str(candidate.iteration)),
-                 ("Status", candidate.status)]
+                 ("Status", str(candidate.status))]
     ev = candidate.evaluation
-    if ev is not None and candidate.valid:
-        trailers += [("Combined-Score", f"{ev.combined_score:.4f}"),
-                     ("Balancedness", f"{ev.balancedness:.4f}"), ("Runtime-Ms", f"{ev.runtime_ms:.3f}")]
+    if candidate.valid:  # combined_score -> Combined-Score: 0.8123, ...
+        trailers += [(name.replace("_", "-").title(), f"{value:.{HEADLINE[name]}f}")
+                     for name, value in metrics(ev).items()]
     elif ev is not None and ev.error:
         trailers.append(("Error", _one_line(ev.error)))
     trailers += [("Model", _one_line(candidate.model) or "none"),

@@ -1,17 +1,30 @@
-"""The append-only attempt journal (`journal.jsonl`): one JSON object per line, one line per attempt.
+"""The append-only attempt journal (`journal.jsonl`): one JSON object per line.
 
-Why a plain JSON-lines file: it is written once per attempt (cheap to append and fsync), read
-by people with `tail`/`jq` and by the replay proposer, and a crash can damage at most its last
-line. `repair` drops such a torn tail so every line on disk always parses.
+Two kinds of line. A *call line* (`"kind": "call"`) is written the moment a model call returns,
+before its answer is even parsed, so no completed call, nor what it cost, is lost to a Ctrl-C or
+a crash that cuts its attempt short. An *outcome line* (no `kind`) is written once per attempt,
+when it ends, and lists its calls again (`calls`; `finished_calls` on the line of an attempt that
+was cut short), so each attempt reads whole on one line.
+
+Totals count each call once (`spend`): an attempt's call lines when it has any, else the totals
+on its outcome line (runs written before calls had lines of their own).
+
+Why a plain JSON-lines file: it is cheap to append and fsync, read by people with `tail`/`jq` and
+by the replay proposer, and a crash can damage at most its last line. `repair` drops such a torn
+tail so every line on disk always parses.
 """
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evaluator.errors import UserError
+
+CALL = "call"  # the `kind` of a call line
 
 # fdatasync suffices for an append (it still flushes the new size) and costs half an fsync.
 _sync = getattr(os, "fdatasync", os.fsync)
@@ -74,3 +87,56 @@ def repair(path: Path) -> int:
             handle.truncate(good)
             os.fsync(handle.fileno())
     return len(data) - good
+
+
+def is_call(entry: Mapping[str, Any]) -> bool:
+    return entry.get("kind") == CALL
+
+
+def outcomes(entries: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The outcome line of each attempt, by attempt number (call lines left out)."""
+    return {e["attempt"]: dict(e) for e in entries if not is_call(e) and isinstance(e.get("attempt"), int)}
+
+
+@dataclass(frozen=True)
+class Spend:
+    """Tokens and dollars spent on model calls."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+
+    @classmethod
+    def of(cls, entry: Mapping[str, Any]) -> Spend:
+        """The totals a journal line (or a call record) states; missing ones count 0."""
+        return cls(int(entry.get("prompt_tokens") or 0), int(entry.get("completion_tokens") or 0),
+                   float(entry.get("cost") or 0.0))
+
+    def __add__(self, other: Spend) -> Spend:
+        return Spend(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens,
+                     self.cost + other.cost)
+
+
+def calls_by_attempt(entries: Iterable[Mapping[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """The call records of each attempt, from its call lines, in the order they were made (as an
+    outcome line's `calls` lists them)."""
+    calls: dict[int, list[dict[str, Any]]] = {}
+    for entry in entries:
+        if is_call(entry) and isinstance(entry.get("attempt"), int):
+            record = {k: v for k, v in entry.items() if k not in ("attempt", "kind", "timestamp")}
+            calls.setdefault(entry["attempt"], []).append(record)
+    return calls
+
+
+def total(records: Iterable[Mapping[str, Any]]) -> Spend:
+    return sum((Spend.of(r) for r in records), Spend())
+
+
+def spend(entries: Iterable[Mapping[str, Any]],
+          fallback: Mapping[int, Mapping[str, Any]] | None = None) -> dict[int, Spend]:
+    """What each attempt spent, every call counted once: the sum of its call lines, or, for an attempt
+    with none, the totals of its line in `fallback` (default: its outcome line in `entries`)."""
+    entries = list(entries)
+    lines = outcomes(entries) if fallback is None else fallback
+    from_calls = {attempt: total(calls) for attempt, calls in calls_by_attempt(entries).items()}
+    return {**{attempt: Spend.of(line) for attempt, line in lines.items()}, **from_calls}

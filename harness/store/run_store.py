@@ -10,23 +10,30 @@ Layout of `runs/<name>/` (stable: the replay proposer and people read it):
                               overwritten whenever the best changes
     config.toml               the resolved config (ignored by Git; never holds an API key, only
                               the name of the variable that does)
-    journal.jsonl             one JSON line per attempt (ignored by Git)
+    journal.jsonl             one JSON line per model call and per attempt (ignored by Git)
     artifacts/000012/         raw texts of attempt 12: prompt.txt, response.txt, prompt-2.txt...
 
-A journal line: {"attempt", "candidate_id" (null when nothing was evaluated), "commit",
-"parent_ids", "island", "model", "prompt_tokens", "completion_tokens", "cost", "calls": [{
-"prompt_hash", "prompt", "response" (artifact paths relative to the run directory), "model",
-"prompt_tokens", "completion_tokens", "cost", "latency_s"}, ...] (one per model call, fix retries
-included), "blocks" (parse/apply outcome per edit block), "evaluation" (valid, error,
-combined_score, balancedness, runtime_ms), "status" ("valid", "invalid", "patch_failed",
-"parse_failed", "duplicate", "proposer_error", "interrupted", ...), "timestamp"}, plus
-"reconstructed": true on lines rebuilt at resume.
+Journal lines (see `harness.store.journal`). A call line, written as each model call returns:
+{"attempt", "kind": "call", "call" (1, 2... within the attempt), "prompt_hash", "prompt", "response"
+(artifact paths relative to the run directory), "model", "prompt_tokens", "completion_tokens",
+"cost", "latency_s", "finish_reason" ("stop", "length"...; null when the proposer has none),
+"tokens_estimated" (the endpoint sent no usage), "timestamp"}. An outcome line, one per attempt:
+{"attempt", "candidate_id" (null when nothing was evaluated), "commit", "parent_ids", "island",
+"model", "prompt_tokens", "completion_tokens", "cost" (the attempt's totals), "calls": [the
+attempt's call records, as on its call lines], "blocks" (parse/apply outcome per edit block),
+"evaluation" (valid, error and the headline metrics, `candidate.HEADLINE`), "status" (a
+`Status` value: "valid", "invalid", "patch_failed", "parse_failed", "duplicate",
+"endpoint_error", "interrupted", ...), "error", "answer_status" and "answer_error" (when a call
+failed after an answer that did not apply: what was wrong with that answer), "timestamp"}, plus
+"reconstructed": true on lines rebuilt at resume, and on an "interrupted" line, "artifacts" and
+"finished_calls" (the calls it had made, which no candidate used) in place of "calls".
 
 Crash safety (kill -9 at any instant). `commit` writes, in order: the objects, the candidate
-ref (atomic rename: the candidate now exists), then the journal line (synced to disk). The commit
+ref (atomic rename: the candidate now exists), then the outcome line (synced to disk). The commit
 tree carries the journal entry too (`attempt.json`), so a writable `open` can always reconcile:
 it cuts a torn journal tail, writes the line of any committed candidate that has none, marks
-attempts that left artifacts but no line as "interrupted", clears stale Git lock files, restores
+attempts that left artifacts or call lines but no outcome line as "interrupted" (with the calls they
+finished and what those cost), clears stale Git lock files, restores
 the `best` checkout, and derives the next candidate id and attempt number from what is on
 disk. A run is written by one process at a time (an flock on .git/eplb-evolve.lock); readers
 open it with `readonly=True` and take no lock.
@@ -39,15 +46,18 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import git
 
 from evaluator.errors import UserError
 from harness.store import gitpop, journal
-from harness.store.candidate import Candidate
+from harness.store.candidate import Candidate, metrics
+from harness.store.files import atomic_write
+from harness.store.status import Status
 
 CONFIG, JOURNAL, ARTIFACTS, LOCK = "config.toml", "journal.jsonl", "artifacts", "eplb-evolve.lock"
 _KIND_RE = re.compile(r"^[a-z0-9_]+$")
@@ -56,10 +66,7 @@ LOCK_WAIT_S = 0.5
 
 def _summary(candidate: Candidate) -> dict[str, Any] | None:
     ev = candidate.evaluation
-    if ev is None:
-        return None
-    return {"valid": ev.valid, "error": ev.error, "combined_score": ev.combined_score,
-            "balancedness": ev.balancedness, "runtime_ms": ev.runtime_ms}
+    return None if ev is None else {"valid": ev.valid, "error": ev.error, **metrics(ev)}
 
 
 def attempt_entry(candidate: Candidate, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -74,6 +81,16 @@ def attempt_entry(candidate: Candidate, extra: Mapping[str, Any]) -> dict[str, A
     entry.update(evaluation=_summary(candidate), status=candidate.status)
     entry.setdefault("timestamp", candidate.created_at)
     return entry
+
+
+def _interrupted(attempt: int, calls: list[dict[str, Any]], artifacts: list[str]) -> dict[str, Any]:
+    """The outcome line of an attempt cut short (by Ctrl-C or a crash): the calls it finished, and
+    what they cost. They are `finished_calls`, not `calls`: a replay serves the answers listed in
+    `calls`, and these answers were never used."""
+    spent = journal.total(calls)
+    return {"attempt": attempt, "candidate_id": None, "status": Status.INTERRUPTED, "artifacts": artifacts,
+            "finished_calls": calls, "prompt_tokens": spent.prompt_tokens,
+            "completion_tokens": spent.completion_tokens, "cost": spent.cost, "timestamp": time.time()}
 
 
 def _lock(git_dir: Path) -> int:
@@ -100,7 +117,8 @@ def _lock(git_dir: Path) -> int:
 
 class RunStore:
     """One run directory. Writers hold its lock until `close()`; use it as a context manager.
-    Not thread-safe: the controller calls it from one thread."""
+    Not thread-safe: a writer that calls it from several threads (the controller journals model
+    calls from its proposal threads) serialises those calls itself."""
 
     def __init__(self, path: Path, repo: git.Repo, lock_fd: int | None) -> None:
         self.path = path
@@ -116,7 +134,7 @@ class RunStore:
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: Path | str, config_toml_text: str, seed: Candidate) -> "RunStore":
+    def create(cls, path: Path | str, config_toml_text: str, seed: Candidate) -> RunStore:
         """A new run whose root commit is `seed`. Built in a temporary sibling directory and
         renamed into place, so a crash mid-creation leaves no half-made run behind."""
         path = Path(path)
@@ -141,7 +159,7 @@ class RunStore:
         return store
 
     @classmethod
-    def open(cls, path: Path | str, *, readonly: bool = False) -> "RunStore":
+    def open(cls, path: Path | str, *, readonly: bool = False) -> RunStore:
         """An existing run. A writer takes the lock and reconciles after a crash; a reader does not."""
         path = Path(path)
         if not path.is_dir():
@@ -180,14 +198,14 @@ class RunStore:
                 entries.append({**entry, "commit": sha, "reconstructed": True})
                 journal.append(self.journal_path, entries[-1])
                 self.repairs.append(f"rebuilt the journal line of candidate {candidate_id} from its commit")
-        attempts = {int(e["attempt"]) for e in entries}
-        for attempt, files in self._artifacts_by_attempt().items():
-            if attempt not in attempts:  # killed between its model calls and its journal line
-                journal.append(self.journal_path, {"attempt": attempt, "candidate_id": None,
-                                                   "status": "interrupted", "artifacts": files,
-                                                   "timestamp": time.time()})
-                attempts.add(attempt)
-                self.repairs.append(f"journaled attempt {attempt} as interrupted")
+        attempts = set(journal.outcomes(entries))
+        calls, artifacts = journal.calls_by_attempt(entries), self._artifacts_by_attempt()
+        for attempt in sorted({*calls, *artifacts} - attempts):  # cut short between its plan and its end
+            finished = calls.get(attempt, [])
+            journal.append(self.journal_path, _interrupted(attempt, finished, artifacts.get(attempt, [])))
+            attempts.add(attempt)
+            kept = f", keeping its {len(finished)} finished model call(s)" if finished else ""
+            self.repairs.append(f"journaled attempt {attempt} as interrupted{kept}")
         self.next_attempt = max(attempts, default=0) + 1
         best = gitpop.ref_sha(self._repo, gitpop.BEST_TAG)
         if best is not None:  # the checkout may have been cut short
@@ -207,7 +225,7 @@ class RunStore:
             self._lock_fd = None
         self._repo.close()
 
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -236,9 +254,7 @@ class RunStore:
     def save_config(self, text: str) -> None:
         """Replace config.toml atomically (e.g. a resume with new limits)."""
         self._writable()
-        tmp = self.config_path.with_suffix(".toml.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, self.config_path)
+        atomic_write(self.config_path, text)
 
     def save_artifact(self, attempt: int, kind: str, text: str) -> str:
         """Save a raw prompt/response as artifacts/<attempt>/<kind>.txt (-2, -3... when repeated);
@@ -277,6 +293,12 @@ class RunStore:
         self.next_candidate_id += 1
         journal.append(self.journal_path, {**entry, "commit": sha})
         return replace(candidate, commit=sha)
+
+    def journal_call(self, attempt: int, record: Mapping[str, Any]) -> None:
+        """Journal one model call the moment it returns (see `harness.store.journal`)."""
+        self._writable()
+        journal.append(self.journal_path, {"attempt": attempt, "kind": journal.CALL, **record,
+                                           "timestamp": time.time()})
 
     def append_journal(self, entry: Mapping[str, Any]) -> None:
         """Journal an attempt that produced no candidate (parse/patch failure, duplicate, ...)."""

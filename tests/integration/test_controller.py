@@ -6,8 +6,10 @@ windows) instead of a named suite; everything else is what `eplb-evolve run` bui
 """
 from __future__ import annotations
 
+import _thread
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,22 +17,28 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from openai_server import FakeOpenAIServer, malformed, ok, rate_limited, server_error, slow
+from paths import TESTS
 
 from evaluator.evaluate import evaluate
 from evaluator.workloads.scenarios import Scenario, Shape
 from evaluator.workloads.synthetic import SyntheticSource, TraceParams
-from harness.store.candidate import Candidate, code_hash
+from harness.cli.run_setup import SEED_DESCRIPTION, eval_options, make_population
 from harness.config.settings import dump_toml, load_config
-from harness.search.controller import Controller, Suites
+from harness.diff.response import ResponseError, parse_response
+from harness.execution.executors import Evaluations, Suites
+from harness.execution.local_slots import LocalEvaluations
 from harness.proposers.llm import LLMOptions, LLMProposer
 from harness.proposers.moves import LIBRARY
 from harness.proposers.mutate import MutateProposer, format_response
-from harness.cli.run_setup import SEED_DESCRIPTION, eval_options, make_population
+from harness.proposers.prompts import build_cut_off_message
+from harness.search.controller import Controller
+from harness.store import journal as journal_file
+from harness.store.candidate import Candidate, code_hash
+from harness.store.journal import Spend
 from harness.store.run_store import RunStore
-from openai_server import (FakeOpenAIServer, malformed, ok, rate_limited,
-                           server_error, slow)
+from harness.store.status import Status
 from seed_program import SEED_PATH
-from paths import TESTS
 
 SEED = SEED_PATH.read_text(encoding="utf-8")
 MOVES = {move.name: move for move in LIBRARY}
@@ -62,8 +70,16 @@ def seed_candidate() -> Candidate:
     evaluation = evaluate(SEED_PATH, [TINY], "tiny", eval_options(config))
     assert evaluation.valid, evaluation.error
     return Candidate(id=0, parent_ids=(), island=0, name="seed", description=SEED_DESCRIPTION, code=SEED,
-                     code_hash=code_hash(SEED), status="valid", evaluation=evaluation, model="", prompt_tokens=0,
+                     code_hash=code_hash(SEED), status=Status.VALID, evaluation=evaluation, model="", prompt_tokens=0,
                      completion_tokens=0, cost=0.0, iteration=0, created_at=time.time())
+
+
+@pytest.fixture(scope="module")
+def evaluations() -> Evaluations:
+    """One local worker slot for the module's runs (the controller takes its executor from outside)."""
+    slots = LocalEvaluations.on_this_machine("cpu", 1, 1)
+    yield slots
+    slots.shutdown()
 
 
 def llm(server: FakeOpenAIServer, **overrides) -> LLMProposer:
@@ -73,7 +89,8 @@ def llm(server: FakeOpenAIServer, **overrides) -> LLMProposer:
     return LLMProposer(LLMOptions(**options), environ={"OPENAI_API_KEY": "sk-test"}, sleep=lambda _s: None)
 
 
-def start(path: Path, seed: Candidate, proposer, **settings) -> tuple[RunStore, Controller]:
+def start(path: Path, seed: Candidate, proposer, evaluations: Evaluations,
+          **settings) -> tuple[RunStore, Controller]:
     # One worker: these tests script what each prompt shows, so each evaluation must be recorded
     # before the next attempt is planned (with more, the next proposal overlaps the evaluation).
     # One fix turn: the scripted answers below assume each failed patch is retried once.
@@ -81,13 +98,23 @@ def start(path: Path, seed: Candidate, proposer, **settings) -> tuple[RunStore, 
                  "run.fix_attempts": 1, **settings}
     config = load_config(None, overrides)
     store = RunStore.create(path, dump_toml(config), seed)
+    return store, make_controller(store, config, proposer, evaluations, seed)
+
+
+def make_controller(store: RunStore, config, proposer, evaluations: Evaluations, seed: Candidate,
+                    **options) -> Controller:
     population = make_population(config, store.load_candidates(), store.next_attempt)
     suites = Suites(name="tiny", scenarios=(TINY,), options=eval_options(config, seed.evaluation))
-    return store, Controller(store, config, population, proposer, suites)
+    return Controller(store, config, population, proposer, suites, evaluations, **options)
 
 
 def journal(store: RunStore) -> list[dict]:
-    return [e for e in store.load_journal() if e["attempt"] > 0]
+    """The attempts' outcome lines, in journal order (the seed's left out)."""
+    return [e for e in store.load_journal() if not journal_file.is_call(e) and e["attempt"] > 0]
+
+
+def call_lines(store: RunStore) -> list[dict]:
+    return [e for e in store.load_journal() if journal_file.is_call(e)]
 
 
 def git(path: Path, *args: str) -> str:
@@ -99,21 +126,23 @@ def user_prompt(request) -> str:
 
 
 def test_an_applied_answer_is_evaluated_and_committed_with_its_tokens_and_cost(tmp_path, openai_server,
-                                                                                seed_candidate):
+                                                                                seed_candidate, evaluations):
     openai_server.push(ok(answer("global_policy"), usage=(1000, 200)))
-    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server), **{"run.iterations": 1})
+    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server), evaluations,
+                              **{"run.iterations": 1})
     with store:
         tally = controller.run()
         (child,) = [c for c in store.load_candidates() if c.id == 1]
         (entry,) = journal(store)
 
     cost = (1000 * PRICES[0] + 200 * PRICES[1]) / 1e6
-    assert child.status == "valid" and child.parent_ids == (0,) and child.iteration == 1
+    assert child.status is Status.VALID and child.parent_ids == (0,) and child.iteration == 1
     assert child.code == MOVES["global_policy"].apply(SEED) and child.name == "global_policy"
     assert (child.prompt_tokens, child.completion_tokens, child.model) == (1000, 200, "test-model")
     assert child.cost == pytest.approx(cost)
     assert (tally.attempts, tally.evaluated, tally.valid) == (1, 1, 1)
-    assert (tally.prompt_tokens, tally.completion_tokens) == (1000, 200) and tally.cost == pytest.approx(cost)
+    assert (tally.spent.prompt_tokens, tally.spent.completion_tokens) == (1000, 200)
+    assert tally.spent.cost == pytest.approx(cost) and (tally.calls, tally.cut_off) == (1, 0)
 
     message = git(tmp_path / "run", "log", "-1", "--format=%B", child.commit)
     assert message.startswith("global_policy\n\n" + MOVES["global_policy"].description[:40])
@@ -132,9 +161,10 @@ def test_an_applied_answer_is_evaluated_and_committed_with_its_tokens_and_cost(t
 
 
 def test_the_prompt_shows_the_parent_program_its_metrics_and_its_feedback(tmp_path, openai_server,
-                                                                           seed_candidate):
+                                                                           seed_candidate, evaluations):
     openai_server.push(ok(answer("vectorised_packing")))
-    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server), **{"run.iterations": 1})
+    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server), evaluations,
+                              **{"run.iterations": 1})
     with store:
         controller.run()
     prompt = user_prompt(openai_server.chat_requests[0])
@@ -147,9 +177,9 @@ def test_the_prompt_shows_the_parent_program_its_metrics_and_its_feedback(tmp_pa
 
 
 def test_a_patch_miss_is_retried_in_the_same_conversation_and_both_calls_are_recorded(tmp_path, openai_server,
-                                                                                    seed_candidate):
+                                                                                    seed_candidate, evaluations):
     openai_server.push(ok(miss_answer(), usage=(900, 100)), ok(answer("global_policy"), usage=(1100, 150)))
-    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server),
+    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server), evaluations,
                               **{"run.iterations": 1, "run.fix_attempts": 2})
     with store:
         controller.run()
@@ -168,29 +198,33 @@ def test_a_patch_miss_is_retried_in_the_same_conversation_and_both_calls_are_rec
     assert entry["blocks"][0]["status"] == "exact"
 
 
-def test_failures_are_journaled_or_committed_and_the_run_goes_on(tmp_path, openai_server, seed_candidate):
+def test_failures_are_journaled_or_committed_and_the_run_goes_on(tmp_path, openai_server, seed_candidate,
+                                                                  evaluations):
     openai_server.push(
         ok(miss_answer()), ok(miss_answer()),        # attempt 1: the miss, then the same miss again
         ok(BROKEN),                                   # attempt 2: applies, fails in evaluation
         malformed(), server_error(500), rate_limited("0"),  # attempt 3: every try fails (retries=2)
         server_error(503), ok(answer("global_policy")),     # attempt 4: a 503, then an answer
     )
-    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server), **{"run.iterations": 4})
+    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server), evaluations,
+                              **{"run.iterations": 4})
     with store:
         tally = controller.run()
         entries = journal(store)
         candidates = store.load_candidates()
 
-    assert [e["status"] for e in entries] == ["patch_failed", "invalid", "proposer_error", "valid"]
+    assert [e["status"] for e in entries] == ["patch_failed", "invalid", "endpoint_error", "valid"]
     assert [e["attempt"] for e in entries] == [1, 2, 3, 4]
     patch_error = entries[0]["error"]
     assert patch_error.startswith("not applied: 1 of 1 block(s) failed") and entries[0]["candidate_id"] is None
-    assert "HTTP 429" in entries[2]["error"] and "gave up after 3 attempts" in entries[2]["error"]
+    outage = entries[2]["error"]
+    assert "HTTP 429" in outage and "gave up after 3 attempts" in outage and "answer_status" not in entries[2]
     assert (tally.attempts, tally.evaluated, tally.valid) == (4, 2, 1)
 
     # the failed program is a commit too, with its error, and nothing is ever bred from it
     broken = candidates[1]
-    assert broken.status == "invalid" and "deliberately broken placement" in broken.evaluation.error
+    assert broken.status is Status.INVALID and "deliberately broken placement" in broken.evaluation.error
+    assert entries[1]["error"] == broken.evaluation.error
     assert "Status: invalid" in git(tmp_path / "run", "log", "-1", "--format=%B", broken.commit)
     assert candidates[2].parent_ids == (0,)
     valid = {c.id for c in candidates if c.valid}
@@ -204,10 +238,11 @@ def test_failures_are_journaled_or_committed_and_the_run_goes_on(tmp_path, opena
         assert later.count(broken.evaluation.error) == 1 and patch_error in later
         failures = later.split("# Recent attempts on this program that failed")[1]
         assert failures.index(patch_error) < failures.index(broken.evaluation.error)  # oldest first
+        assert "HTTP 429" not in later  # the endpoint's outage is never shown as the model's mistake
 
 
 def test_the_newest_failure_on_the_lineage_is_shown_even_after_many_older_ones(tmp_path, openai_server,
-                                                                                 seed_candidate):
+                                                                                 seed_candidate, evaluations):
     # Two islands take turns; hill-climbing picks each island's best. Island 1 breeds from candidate 1
     # and collects three patch misses; then the seed's attempt on island 0 fails in evaluation.
     # That newest failure (on candidate 1's lineage: the seed) must be in the next prompt on island 1.
@@ -218,7 +253,7 @@ def test_the_newest_failure_on_the_lineage_is_shown_even_after_many_older_ones(t
         ok(answer("global_policy")), ok(miss_answer()),  # 6, 7
         ok(BROKEN),                                   # 8, island 0: fails in evaluation
         ok(answer("shrink_loads")))                   # 9, island 1
-    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server),
+    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server), evaluations,
                               **{"run.iterations": 9, "run.fix_attempts": 0, "population.islands": 2,
                                  "population.selection": "hill_climb"})
     with store:
@@ -233,9 +268,10 @@ def test_the_newest_failure_on_the_lineage_is_shown_even_after_many_older_ones(t
     assert section.count("Error: ") == 3 and section.count(entries[2]["error"].splitlines()[0]) == 2
 
 
-def test_a_duplicate_program_is_journaled_and_not_evaluated_again(tmp_path, openai_server, seed_candidate):
+def test_a_duplicate_program_is_journaled_and_not_evaluated_again(tmp_path, openai_server, seed_candidate,
+                                                                   evaluations):
     openai_server.push(ok(answer("global_policy")), ok(answer("global_policy")))
-    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server),
+    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server), evaluations,
                               **{"run.iterations": 2, "run.fix_attempts": 0})
     with store:
         tally = controller.run()
@@ -246,9 +282,10 @@ def test_a_duplicate_program_is_journaled_and_not_evaluated_again(tmp_path, open
     assert tally.evaluated == 1 and len(store.load_candidates()) == 2
 
 
-def test_a_duplicate_is_sent_back_so_the_attempt_is_not_wasted(tmp_path, openai_server, seed_candidate):
+def test_a_duplicate_is_sent_back_so_the_attempt_is_not_wasted(tmp_path, openai_server, seed_candidate,
+                                                                evaluations):
     openai_server.push(ok(answer("global_policy")), ok(answer("global_policy")), ok(answer("shrink_loads")))
-    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server),
+    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server), evaluations,
                               **{"run.iterations": 2, "run.fix_attempts": 1, "population.islands": 2})
     with store:
         controller.run()
@@ -263,20 +300,21 @@ def test_a_duplicate_is_sent_back_so_the_attempt_is_not_wasted(tmp_path, openai_
     assert len(entries[1]["calls"]) == 2
 
 
-def test_the_money_limit_stops_the_run(tmp_path, openai_server, seed_candidate):
+def test_the_money_limit_stops_the_run(tmp_path, openai_server, seed_candidate, evaluations):
     openai_server.push(ok(miss_answer(), usage=(600_000, 0)), ok(miss_answer(), usage=(600_000, 0)))
-    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server, max_cost=1.0),
+    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server, max_cost=1.0), evaluations,
                               **{"run.iterations": 10, "run.max_cost": 1.0, "run.fix_attempts": 3})
     with store:
         tally = controller.run()
         entries = journal(store)
     assert tally.stopped_by == "max_cost"
     assert [e["status"] for e in entries] == ["budget_exhausted"]
-    assert len(openai_server.chat_requests) == 1 and tally.cost == pytest.approx(1.2)
+    assert len(openai_server.chat_requests) == 1 and tally.spent.cost == pytest.approx(1.2)
 
 
-def test_concurrent_offline_attempts_keep_ids_attempts_and_islands_consistent(tmp_path, seed_candidate):
-    store, controller = start(tmp_path / "run", seed_candidate, MutateProposer(),
+def test_concurrent_offline_attempts_keep_ids_attempts_and_islands_consistent(tmp_path, seed_candidate,
+                                                                              evaluations):
+    store, controller = start(tmp_path / "run", seed_candidate, MutateProposer(), evaluations,
                               **{"run.iterations": 8, "run.concurrency": 2, "population.islands": 2})
     with store:
         tally = controller.run()
@@ -304,7 +342,9 @@ import os, sys
 from pathlib import Path
 sys.path[:0] = sys.argv[3].split(os.pathsep)
 from harness.config.settings import load_config
-from harness.search.controller import Controller, Suites
+from harness.execution.executors import Suites
+from harness.execution.local_slots import LocalEvaluations
+from harness.search.controller import Controller
 from harness.proposers.llm import LLMOptions, LLMProposer
 from harness.cli.run_setup import eval_options, make_population
 from harness.store.run_store import RunStore
@@ -316,13 +356,15 @@ with RunStore.open(run) as store:
     proposer = LLMProposer(LLMOptions(models=TWO_MODELS, api_base=url, timeout_s=120, retries=0),
                            environ={"OPENAI_API_KEY": "sk-test"})
     suites = Suites("tiny", (TINY,), eval_options(config, candidates[0].evaluation))
-    Controller(store, config, make_population(config, candidates, store.next_attempt), proposer, suites).run()
+    evaluations = LocalEvaluations.on_this_machine("cpu", config.evaluator.threads, 1)
+    Controller(store, config, make_population(config, candidates, store.next_attempt), proposer, suites,
+               evaluations).run()
 """
 TWO_MODELS = (("model-a", 1.0), ("model-b", 1.0))
 
 
 def test_kill_9_while_an_earlier_attempt_still_waits_on_the_model_leaves_no_gap(tmp_path, openai_server,
-                                                                                seed_candidate):
+                                                                                seed_candidate, evaluations):
     # Attempts 1 and 2 start together; attempt 1's model never answers, attempt 2's does and is
     # committed; then the process is killed. Attempt 1 left no answer behind, yet it must be
     # counted at resume, or its number would be skipped and the run would end one attempt short.
@@ -336,7 +378,8 @@ def test_kill_9_while_an_earlier_attempt_still_waits_on_the_model_leaves_no_gap(
                 "population.islands": 2, "run.fix_attempts": 0}
     RunStore.create(run, dump_toml(load_config(None, settings)), seed_candidate).close()
     worker = subprocess.Popen([sys.executable, "-c", CRASHING_WORKER, str(run), openai_server.url,
-                               os.pathsep.join([str(TESTS), str(Path(__file__).resolve().parent)])], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               os.pathsep.join([str(TESTS), str(Path(__file__).resolve().parent)])],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not (run / ".git/refs/candidates/000001").exists():
         assert worker.poll() is None, worker.stderr.read().decode()
@@ -357,7 +400,94 @@ def test_kill_9_while_an_earlier_attempt_still_waits_on_the_model_leaves_no_gap(
         openai_server.fallback = lambda r: ok(answer("shrink_loads"))
         config = load_config(run / "config.toml")
         config = replace(config, run=replace(config.run, iterations=store.next_attempt, concurrency=1))
-        candidates = store.load_candidates()
-        Controller(store, config, make_population(config, candidates, store.next_attempt), llm(openai_server),
-                   Suites("tiny", (TINY,), eval_options(config, seed_candidate.evaluation))).run()
+        make_controller(store, config, llm(openai_server), evaluations, seed_candidate).run()
         assert sorted(e["attempt"] for e in journal(store)) == list(range(1, config.run.iterations + 1))
+
+
+def test_every_call_is_journaled_as_it_returns_and_counted_once(tmp_path, openai_server, seed_candidate,
+                                                                evaluations):
+    openai_server.push(ok(miss_answer(), usage=(900, 100)), ok(answer("global_policy"), usage=(1100, 150)))
+    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server), evaluations,
+                              **{"run.iterations": 1})
+    with store:
+        tally = controller.run()
+        lines, calls, (outcome,) = store.load_journal(), call_lines(store), journal(store)
+        again = make_controller(store, load_config(store.config_path), llm(openai_server), evaluations,
+                                seed_candidate)  # as a resume rebuilds the run's totals
+    assert [(c["attempt"], c["call"], c["finish_reason"]) for c in calls] == [(1, 1, "stop"), (1, 2, "stop")]
+    assert lines.index(calls[-1]) < lines.index(outcome)  # each call was on disk before its attempt ended
+    assert outcome["calls"] == [{k: v for k, v in c.items() if k not in ("attempt", "kind", "timestamp")}
+                                for c in calls]
+    assert [c["prompt"] for c in calls] == ["artifacts/000001/prompt.txt", "artifacts/000001/prompt-2.txt"]
+    for spent in (tally.spent, again.tally.spent):  # the outcome line repeats the calls: not counted twice
+        assert (spent.prompt_tokens, spent.completion_tokens) == (2000, 250)
+        assert spent.cost == pytest.approx((2000 * PRICES[0] + 250 * PRICES[1]) / 1e6)
+
+
+def test_an_endpoint_failure_keeps_the_answers_own_error_and_only_that_reaches_the_model(
+        tmp_path, openai_server, seed_candidate, evaluations):
+    rambling = "No idea, sorry."
+    with pytest.raises(ResponseError) as parsed:
+        parse_response(rambling)
+    openai_server.push(ok(rambling), *[server_error(500, "upstream overloaded")] * 3,  # the fix turn's 3 tries
+                       ok(answer("global_policy")))
+    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server), evaluations,
+                              **{"run.iterations": 2})
+    with store:
+        controller.run()
+        failed, _ = journal(store)
+    assert failed["status"] == "endpoint_error" and "HTTP 500: upstream overloaded" in failed["error"]
+    assert (failed["answer_status"], failed["answer_error"]) == ("parse_failed", parsed.value.reason)
+    assert len(failed["calls"]) == 1  # the answer that came is kept
+    next_prompt = user_prompt(openai_server.chat_requests[-1])
+    assert parsed.value.reason in next_prompt  # the model's real mistake is shown to it...
+    assert "upstream overloaded" not in next_prompt and "HTTP 500" not in next_prompt  # ...the outage is not
+
+
+def test_a_cut_off_answer_is_journaled_as_such_and_asked_to_be_shorter(tmp_path, openai_server, seed_candidate,
+                                                                       evaluations):
+    cut = answer("global_policy")[:200]
+    openai_server.push(ok(cut, finish_reason="length"), ok(answer("global_policy")))
+    store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server), evaluations,
+                              **{"run.iterations": 1, "proposer.max_output_tokens": 700})
+    with store:
+        tally = controller.run()
+        calls, (outcome,) = call_lines(store), journal(store)
+    assert [c["finish_reason"] for c in calls] == ["length", "stop"] and outcome["status"] == "valid"
+    assert openai_server.chat_requests[1].body["messages"][-1] == build_cut_off_message(700)
+    assert (tally.calls, tally.cut_off) == (2, 1)
+
+
+def test_ctrl_c_keeps_the_calls_that_finished_and_the_resumed_run_counts_them(tmp_path, openai_server,
+                                                                              seed_candidate, evaluations):
+    # Attempt 1's first answer misses; while its fix turn waits on the model, Ctrl-C.
+    interrupted = []
+
+    def ctrl_c_then_stall(_request):
+        if not interrupted:
+            interrupted.append(True)
+            _thread.interrupt_main()
+        return slow(30)
+
+    openai_server.push(ok(miss_answer(), usage=(3538, 512)))
+    openai_server.fallback = ctrl_c_then_stall
+    cost = (3538 * PRICES[0] + 512 * PRICES[1]) / 1e6
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal, whatever we inherited
+    try:
+        store, controller = start(tmp_path / "run", seed_candidate, llm(openai_server, retries=0), evaluations,
+                                  **{"run.iterations": 3, "run.max_cost": cost})
+        with store, pytest.raises(KeyboardInterrupt):
+            controller.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert controller.tally.spent.prompt_tokens == 3538  # this session's summary counts the finished call
+
+    with RunStore.open(tmp_path / "run") as store:  # the resume
+        (cut_short,) = journal(store)
+        assert cut_short["status"] == "interrupted" and len(cut_short["finished_calls"]) == 1
+        assert (cut_short["prompt_tokens"], cut_short["completion_tokens"]) == (3538, 512)
+        resumed = make_controller(store, load_config(store.config_path), llm(openai_server), evaluations,
+                                  seed_candidate)
+        assert resumed.tally.spent == Spend(3538, 512, pytest.approx(cost))
+        tally = resumed.run()  # --max-cost counts the call: nothing more is launched
+        assert (tally.stopped_by, tally.attempts, store.next_attempt) == ("max_cost", 0, 2)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -17,18 +15,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from paths import HOSTILE
+from test_run_command import ROOT, cli, error_line
 
 from evaluator.errors import UserError
 from evaluator.evaluate import EvalOptions, evaluate
-from evaluator.sandbox.proctree import children
 from evaluator.sandbox.candidate_process import Limits
+from evaluator.sandbox.proctree import children
 from evaluator.workloads.scenarios import Scenario, Shape
 from evaluator.workloads.synthetic import SyntheticSource, TraceParams
 from harness.execution.executors import EvalJob, LocalExecutor, Suites, foreign_windows
 from harness.execution.local_slots import LocalEvaluations, Slot, plan_slots, worker_for
-from test_run_command import ROOT, cli, error_line
-from paths import HOSTILE
-
+from harness.store.status import Status
 
 
 def test_results_and_arguments_come_back_on_their_own_futures():
@@ -144,43 +142,46 @@ TINY = Scenario("tiny", Shape(4, 32, 40, 4, 2, 8), "4 x 32 experts on 8 GPUs in 
                 SyntheticSource(TraceParams(), 4, 32, 7, 4, 2))
 # Each candidate waits (up to `patience` s) until as many have arrived as the folder expects, then fails
 # with a report of where it ran: the cores it may use and the GPU it was shown.
+# Each candidate holds its call for `hold` s, then fails with a report of where and when it ran: the
+# cores it may use, the GPU it was shown, and its start and end on the wall clock. Candidates cannot
+# meet (each has a private /tmp and its own uid), so their overlap is judged from the outside.
 WHERE_AM_I = """
 import os, time
 def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):
-    open(os.path.join({folder!r}, str(os.getpid())), "w").close()
-    deadline = time.monotonic() + {patience}
-    while len(os.listdir({folder!r})) < {expected} and time.monotonic() < deadline:
-        time.sleep(0.01)
-    raise RuntimeError("cpus=%s gpu=%s met=%d" % (sorted(os.sched_getaffinity(0)),
-                       os.environ.get("CUDA_VISIBLE_DEVICES"), len(os.listdir({folder!r}))))
+    started = time.time()
+    time.sleep({hold})
+    raise RuntimeError("cpus=%s gpu=%s ran=%.3f-%.3f" % (sorted(os.sched_getaffinity(0)),
+                       os.environ.get("CUDA_VISIBLE_DEVICES"), started, time.time()))
 """
 
 
-def where_they_ran(slots: tuple[Slot, ...], jobs: int, patience: float) -> list[str]:
-    """Run `jobs` WHERE_AM_I candidates at once on `slots`; their reports."""
-    folder = Path(tempfile.mkdtemp(prefix="eplb-rendezvous-", dir="/tmp"))
-    folder.chmod(0o1777)  # the candidate may run as nobody
-    code = WHERE_AM_I.format(folder=str(folder), expected=jobs, patience=patience)
-    suites = Suites("tiny", (TINY,), EvalOptions(limits=Limits(call_timeout_s=30.0)))
+def where_they_ran(slots: tuple[Slot, ...], jobs: int, hold: float) -> list[tuple[str, float, float]]:
+    """Run `jobs` WHERE_AM_I candidates at once on `slots`: (cores and GPU, start, end) of each, by start."""
+    code = WHERE_AM_I.format(hold=hold)
+    suites = Suites("tiny", (TINY,), EvalOptions(limits=Limits(call_timeout_s=30.0), fresh_check=False))
     evaluations = LocalEvaluations(slots, "cpu")
     try:
         futures = [evaluations.submit(EvalJob(code, f"where_{i}.py", suites)) for i in range(jobs)]
-        results = [f.result(timeout=60) for f in futures]
+        results = [f.result(timeout=90) for f in futures]
     finally:
         evaluations.shutdown()
-        shutil.rmtree(folder)
-    assert all(status == "invalid" for status, _ in results)
-    return sorted(re.search(r"cpus=.*", ev.error).group(0) for _, ev in results)
+    assert all(status is Status.INVALID for status, _ in results)
+    found = [re.search(r"(cpus=.* gpu=\S+) ran=([\d.]+)-([\d.]+)", ev.error or "") for _, ev in results]
+    assert all(found), [ev.error for _, ev in results]
+    return sorted(((m.group(1), float(m.group(2)), float(m.group(3))) for m in found if m), key=lambda r: r[1])
 
 
 def test_each_evaluation_runs_at_the_same_time_as_the_other_on_its_own_core_and_gpu():
     slots = plan_slots(2, 1, [(0,), (1,)], ["7", "9"])  # the GPU names only reach the environment here
-    assert where_they_ran(slots, 2, patience=20) == ["cpus=[0] gpu=7 met=2", "cpus=[1] gpu=9 met=2"]
+    first, second = where_they_ran(slots, 2, hold=5)
+    assert sorted([first[0], second[0]]) == ["cpus=[0] gpu=7", "cpus=[1] gpu=9"]
+    assert second[1] < first[2]  # the second started before the first ended
 
 
 def test_with_one_slot_evaluations_wait_their_turn():
-    reports = where_they_ran((Slot((1,)),), 2, patience=1)  # the first meets no one
-    assert reports == ["cpus=[1] gpu=None met=1", "cpus=[1] gpu=None met=2"]
+    first, second = where_they_ran((Slot((1,)),), 2, hold=1)
+    assert first[0] == second[0] == "cpus=[1] gpu=None"
+    assert second[1] >= first[2]  # the second started after the first ended
 
 
 def depth(pid: int) -> int:
@@ -207,11 +208,11 @@ def test_a_worker_killed_mid_evaluation_is_replaced_and_the_job_run_once_more_th
                 killed.append(pid)
             time.sleep(0.05)
         status, evaluation = future.result(timeout=60)
-        assert len(killed) == 2 and status == "invalid"
+        assert len(killed) == 2 and status is Status.INVALID
         assert evaluation.error == ("evaluation lost: the worker process running it died on all 2 tries "
                                     "(killed by SIGKILL)")
         again, _ = evaluations.submit(EvalJob(VECTORISED.read_text(), "vectorised.py", suites)).result(timeout=60)
-        assert again == "valid"  # the slot has a live worker again
+        assert again is Status.VALID  # the slot has a live worker again
     finally:
         evaluations.shutdown()
 

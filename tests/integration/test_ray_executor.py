@@ -14,23 +14,26 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
+from evaluator.sandbox import isolation
+from test_executors import TINY, VECTORISED, depth
+from test_run_command import EPLB, ROOT, attempts_on_disk, candidate_refs, cli, git, outcome_lines, spawn, wait_for
+
 from evaluator.evaluate import EvalOptions
-from harness.store.candidate import Candidate, code_hash
+from harness.cli.run_setup import SEED_DESCRIPTION, eval_options, make_population
 from harness.config.settings import dump_toml, load_config
-from harness.search.controller import Controller
 from harness.execution.executors import EvalJob, Suites
 from harness.execution.local_slots import LocalEvaluations
 from harness.proposers.base import Proposal, ProposalRequest
 from harness.proposers.mutate import format_response
-from harness.cli.run_setup import SEED_DESCRIPTION, eval_options, make_population
+from harness.search.controller import Controller
+from harness.store.candidate import Candidate, code_hash
 from harness.store.run_store import RunStore
+from harness.store.status import Status
 from seed_program import SEED_PATH
-from test_executors import TINY, VECTORISED, depth
-from test_run_command import EPLB, ROOT, attempts_on_disk, candidate_refs, cli, git, journal_lines, spawn, wait_for
 
 ANCHOR = "    weight = weight.detach().float().cpu()\n"  # a line of the seed's EVOLVE block
 TASK_TITLE = "ray::evaluate_task"  # what Ray calls a worker process while it runs our task
@@ -86,9 +89,9 @@ def test_a_ray_task_evaluates_the_program_text_as_a_local_slot_does(ray_instance
         local_status, here = local.submit(job).result(timeout=120)
     finally:
         local.shutdown()
-    assert remote_status == local_status == "valid" and remote.valid
+    assert remote_status == local_status == Status.VALID and remote.valid
     assert [w.balancedness for w in remote.scenarios[0].windows] == [w.balancedness for w in here.scenarios[0].windows]
-    assert (remote.suite, remote.device, remote.sandbox) == ("tiny", "cpu", "process")
+    assert (remote.suite, remote.device, remote.sandbox) == ("tiny", "cpu", isolation.resolve_sandbox("auto"))
 
 
 class Scripted:
@@ -135,8 +138,8 @@ def test_a_killed_worker_is_retried_once_then_the_candidate_is_invalid_and_the_r
     seed_code = SEED_PATH.read_text()
     _, seed_eval = evaluations.submit(EvalJob(seed_code, "eplb.py", suites)).result(timeout=120)
     seed = Candidate(id=0, parent_ids=(), island=0, name="seed", description=SEED_DESCRIPTION, code=seed_code,
-                     code_hash=code_hash(seed_code), status="valid", evaluation=seed_eval, model="", prompt_tokens=0,
-                     completion_tokens=0, cost=0.0, iteration=0, created_at=time.time())
+                     code_hash=code_hash(seed_code), status=Status.VALID, evaluation=seed_eval, model="",
+                     prompt_tokens=0, completion_tokens=0, cost=0.0, iteration=0, created_at=time.time())
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=kill_workers_mid_evaluation, args=(2, killed, stop), daemon=True)
@@ -145,17 +148,17 @@ def test_a_killed_worker_is_retried_once_then_the_candidate_is_invalid_and_the_r
         with RunStore.create(tmp_path / "run", dump_toml(config), seed) as store:
             proposer = Scripted("import time; time.sleep(120)", "_variant = 1")
             Controller(store, config, make_population(config, [seed], store.next_attempt), proposer, suites,
-                       evaluations=evaluations).run()
+                       evaluations).run()
             candidates = {c.iteration: c for c in store.load_candidates()}
     finally:
         stop.set()
         evaluations.shutdown()
     assert len(killed) == 2  # the first try and its one retry, on another worker process
     lost = candidates[1]
-    assert lost.status == "invalid" and "evaluation lost: the Ray worker running it died" in lost.evaluation.error
+    assert lost.status is Status.INVALID and "evaluation lost: the Ray worker running it died" in lost.evaluation.error
     assert "WorkerCrashedError" in lost.evaluation.error
     assert "Status: invalid" in git(tmp_path / "run", "log", "-1", "--format=%B", lost.commit)
-    assert candidates[2].status == "valid"  # the run went on
+    assert candidates[2].status is Status.VALID  # the run went on
 
 
 def test_a_ray_run_killed_with_tasks_in_flight_resumes_on_ray_then_locally(tmp_path, ray_instance):
@@ -166,7 +169,7 @@ def test_a_ray_run_killed_with_tasks_in_flight_resumes_on_ray_then_locally(tmp_p
 
     def in_flight() -> set[int]:
         begun = attempts_on_disk(run)
-        return begun - {e["attempt"] for e in journal_lines(run)} if (run / "journal.jsonl").exists() else set()
+        return begun - {e["attempt"] for e in outcome_lines(run)} if (run / "journal.jsonl").exists() else set()
 
     wait_for("a candidate, and attempts in flight", lambda: (run / ".git/refs/candidates/000001").exists()
              and bool(in_flight()), proc, log)
@@ -183,7 +186,7 @@ def test_a_ray_run_killed_with_tasks_in_flight_resumes_on_ray_then_locally(tmp_p
     assert locally.code == 0, locally
     assert 'executor = "local"' in (run / "config.toml").read_text()
 
-    entries = journal_lines(run)
+    entries = outcome_lines(run)
     assert sorted(e["attempt"] for e in entries) == list(range(frontier + 5))  # the seed's 0, then each once
     statuses = {e["attempt"]: e["status"] for e in entries}
     assert {statuses[a] for a in cut_short} == {"interrupted"}  # begun before the kill, never finished

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 from test_compare_command import run_verb
 
+from evaluator.baselines import BASELINES_DIR
 from evaluator.evaluate import EvalOptions, evaluate
 from evaluator.records import Evaluation
 from evaluator.workloads.scenarios import suite
 from harness.cli import report_command
-from harness.store.candidate import INVALID, VALID, Candidate, code_hash
-from evaluator.baselines import BASELINES_DIR
 from harness.config.settings import EvaluatorSettings, PopulationSettings, RunConfig, dump_toml
+from harness.store.candidate import Candidate, code_hash
 from harness.store.run_store import RunStore
+from harness.store.status import Status
 
 SEED_CODE = (BASELINES_DIR / "vectorized_seed.py").read_text()  # the seed's placements, fast to evaluate
 FORECAST_CODE = (BASELINES_DIR / "forecast_lpt.py").read_text()
@@ -41,7 +42,7 @@ def program(cid: int, parents: tuple[int, ...], island: int, code: str, evaluati
             name: str, iteration: int) -> Candidate:
     valid = evaluation is not None and evaluation.valid
     return Candidate(id=cid, parent_ids=parents, island=island, name=name, description=f"{name}.", code=code,
-                     code_hash=code_hash(code), status=VALID if valid else INVALID, evaluation=evaluation,
+                     code_hash=code_hash(code), status=Status.VALID if valid else Status.INVALID, evaluation=evaluation,
                      model="test-model" if parents else "", prompt_tokens=100 * cid, completion_tokens=40 * cid,
                      cost=0.01 * cid, iteration=iteration, created_at=1_700_000_000.0 + 60 * iteration)
 
@@ -104,10 +105,10 @@ def test_top_programs_are_scored_on_heldout_windows_beside_the_seed_and_baseline
     _, printed, _ = reported
     rows = {r["label"]: r for r in printed["rows"]}
     assert list(rows) == ["#3 merged_shrink", "#1 forecast_shrink", "#0 seed", "forecast_lpt (baseline)",
-                          "vectorized_seed (baseline)"]
+                          "migration_aware (baseline)", "vectorized_seed (baseline)"]
     for row in rows.values():
         assert row["heldout"]["valid"] and row["heldout"]["heldout"] and not row["search"]["heldout"]
-    assert [r["candidate_id"] for r in printed["rows"]] == [3, 1, 0, None, None]
+    assert [r["candidate_id"] for r in printed["rows"]] == [3, 1, 0, None, None, None]
     # The same program measured once: candidate 1 is the forecast baseline, the seed the vectorised one.
     assert rows["#1 forecast_shrink"]["heldout"] == rows["forecast_lpt (baseline)"]["heldout"]
     assert rows["#0 seed"]["heldout"] == rows["vectorized_seed (baseline)"]["heldout"]

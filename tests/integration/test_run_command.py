@@ -12,22 +12,25 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
+from openai_server import FakeOpenAIServer, ok
+from paths import REPO
 
 from harness.cli.main import main
 from harness.proposers.moves import LIBRARY
 from harness.proposers.mutate import format_response
-from openai_server import FakeOpenAIServer, ok
-from paths import REPO
+from harness.proposers.prompts import build_cut_off_message
+from harness.store import journal as journal_file
 
 ROOT = REPO
 _SCRIPT = Path(sys.executable).with_name("eplb-evolve")
@@ -73,6 +76,11 @@ def candidate_refs(run: Path) -> dict[int, str]:
 def journal_lines(run: Path) -> list[dict]:
     """Every line of journal.jsonl, each of which must parse."""
     return [json.loads(line) for line in (run / "journal.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def outcome_lines(run: Path) -> list[dict]:
+    """One line per attempt (the seed's first), in journal order: the call lines left out."""
+    return [e for e in journal_lines(run) if not journal_file.is_call(e)]
 
 
 def attempts_on_disk(run: Path) -> set[int]:
@@ -168,9 +176,13 @@ def offline(tmp_path_factory: pytest.TempPathFactory) -> OfflineRun:
 def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(offline):
     assert offline.final.code == 0, offline.final
     assert "stopped by iterations" in offline.final.out
-    entries = journal_lines(offline.path)  # every line parses
+    entries = outcome_lines(offline.path)  # every line parses
     attempts = [e["attempt"] for e in entries]
     assert sorted(attempts) == list(range(offline.iterations + 1))  # the seed's 0, then each attempt once
+    # every model call has its line, made as it returned, and its attempt's line lists exactly those,
+    # whether the attempt ended, was cut short by the kill or the Ctrl-C, or was rebuilt from its commit
+    calls = journal_file.calls_by_attempt(journal_lines(offline.path))
+    assert all(e.get("calls", e.get("finished_calls")) == calls.get(e["attempt"], []) for e in entries if e["attempt"])
     refs = candidate_refs(offline.path)
     assert list(refs) == list(range(len(refs))) and len(refs) >= 2
     for cid, sha in offline.before_kill.items():  # what was committed before the kill is still there
@@ -263,8 +275,9 @@ prices = { "test-model" = { prompt_per_mtok = 2.0, completion_per_mtok = 10.0 } 
 LLM_SCRIPT = [  # one model conversation per attempt, in order (concurrency 1)
     [ok(answer("vectorised_packing"), usage=(1000, 200))],                      # 1: valid
     [ok(MISS, usage=(1000, 100)), ok(answer("snake_placement"), usage=(1200, 150))],  # 2: fixed, valid
-    [ok("No idea, sorry."), ok("Still nothing.")],                               # 3: parse_failed
-    [ok(BROKEN)],                                                                # 4: invalid
+    [ok("No idea, sorry.", finish_reason="length"), ok("Still nothing.", finish_reason="length")],  # 3: cut off
+    # 4: cut off after </DIFF> (never applied, though it parses), then complete: the program is invalid
+    [ok(BROKEN, finish_reason="length"), ok(BROKEN)],
     [ok(answer("global_policy"))],                                               # 5: valid
 ]
 
@@ -286,11 +299,12 @@ def llm_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LLMRuns]:
     # One worker: the script is consumed in attempt order, and a replay reproduces the commit order
     # only when each evaluation is recorded before the next attempt is planned.
     common = ["--runs-dir", runs, "--config", config, "--suite", "quick", "--iterations", len(LLM_SCRIPT),
-              "--seed", "5", "--islands", "1", "--fix-attempts", "1", "--workers", "1", "--no-progress"]
+              "--seed", "5", "--islands", "1", "--fix-attempts", "1", "--workers", "1"]
     with FakeOpenAIServer() as server, pytest.MonkeyPatch.context() as env:
         env.setenv("OPENAI_API_KEY", SECRET)
         server.push(*[b for conversation in LLM_SCRIPT for b in conversation])
-        recorded = cli("run", "--name", "llm", "--api-base", server.url, "--model", "test-model", *common)
+        recorded = cli("run", "--name", "llm", "--api-base", server.url, "--model", "test-model", *common,
+                       "--no-progress")
         env.delenv("OPENAI_API_KEY")  # the replay needs no key
         replayed = cli("run", "--name", "replayed", "--proposer", "replay", "--replay-from", "llm", *common)
         yield LLMRuns(runs, server, recorded, replayed)
@@ -298,7 +312,7 @@ def llm_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LLMRuns]:
 
 def test_an_llm_run_commits_candidates_with_tokens_and_cost(llm_runs):
     assert llm_runs.recorded.code == 0, llm_runs.recorded
-    entries = journal_lines(llm_runs.runs / "llm")[1:]
+    entries = outcome_lines(llm_runs.runs / "llm")[1:]
     assert [e["status"] for e in entries] == ["valid", "valid", "parse_failed", "invalid", "valid"]
     first, fixed = entries[0], entries[1]
     assert (first["prompt_tokens"], first["completion_tokens"]) == (1000, 200)
@@ -315,8 +329,29 @@ def test_an_llm_run_commits_candidates_with_tokens_and_cost(llm_runs):
     assert chat[2].body["messages"][-2] == {"role": "assistant", "content": MISS}  # conversation, with
     assert "block 1 failed" in chat[2].body["messages"][-1]["content"]  # the error
     assert all(r.headers.get("authorization") == f"Bearer {SECRET}" for r in chat)
+    assert [r.path for r in llm_runs.server.requests].count("/v1/models") == 1  # one probe per run
     tokens = sum(e["prompt_tokens"] for e in entries), sum(e["completion_tokens"] for e in entries)
     assert f"model use: {tokens[0]} prompt + {tokens[1]} completion tokens" in llm_runs.recorded.out
+
+
+def test_cut_off_answers_are_journaled_told_so_and_the_summary_advises_more_output_tokens(llm_runs):
+    calls = [e for e in journal_lines(llm_runs.runs / "llm") if journal_file.is_call(e)]
+    assert [c["finish_reason"] for c in calls] == ["stop", "stop", "stop", "length", "length", "length", "stop",
+                                                   "stop"]
+    assert llm_runs.server.chat_requests[4].body["messages"][-1] == build_cut_off_message(8192)
+    for result in (llm_runs.recorded, llm_runs.replayed):  # a replay serves the recorded finish reasons
+        (advice,) = [line for line in result.out.splitlines() if line.startswith("advice: ")]
+        assert "3 of 8 model calls this session stopped at the output limit" in advice
+        assert "max_output_tokens = 8192" in advice and "config.toml" in advice
+
+
+def test_without_a_terminal_progress_is_plain_lines(llm_runs):
+    assert "attempt" not in llm_runs.recorded.err  # --no-progress
+    lines = [line for line in llm_runs.replayed.err.splitlines() if line.startswith("attempt ")]
+    assert lines and lines[0].startswith("attempt 1/5: ")  # the first attempt is always shown
+    assert all(re.fullmatch(r"attempt [1-5]/5: \d evaluated, \d valid, best 0\.\d{4}, \d+(\.\dk)? tokens, "
+                            r"\$\d+\.\d\d", line) for line in lines), lines
+    assert "\r" not in llm_runs.replayed.err  # no bar redrawn in a log file
 
 
 def _files(root: Path) -> Iterator[tuple[Path, bytes]]:
@@ -339,8 +374,8 @@ def test_the_api_key_is_written_nowhere(llm_runs):
 
 def test_a_replay_reproduces_the_same_candidates_in_the_same_order(llm_runs):
     assert llm_runs.replayed.code == 0, llm_runs.replayed
-    original = journal_lines(llm_runs.runs / "llm")
-    replayed = journal_lines(llm_runs.runs / "replayed")
+    original = outcome_lines(llm_runs.runs / "llm")
+    replayed = outcome_lines(llm_runs.runs / "replayed")
 
     def story(entries: list[dict], run: Path) -> list[tuple]:
         rows = []

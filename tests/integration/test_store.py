@@ -12,11 +12,14 @@ from pathlib import Path
 
 import git
 import pytest
-
 from candidate_factory import candidate
-from evaluator.errors import UserError
-from harness.store.run_store import RunStore, resolve_run
 from paths import REPO, TESTS
+
+from evaluator.errors import UserError
+from harness.store import journal as journal_file
+from harness.store.journal import Spend
+from harness.store.run_store import RunStore, resolve_run
+from harness.store.status import Status
 
 ROOT = REPO
 
@@ -103,7 +106,7 @@ def test_reopening_loads_every_candidate_and_continues_the_numbering(run: Path) 
         loaded = store.load_candidates()
         assert [c.id for c in loaded] == [0, 1, 2, 3, 4]
         assert loaded[3].code == candidate(3).code and loaded[3].parent_ids == (1, 2) and loaded[3].commit
-        assert loaded[4].status == "invalid" and not loaded[4].valid
+        assert loaded[4].status is Status.INVALID and not loaded[4].valid
         assert (store.next_candidate_id, store.next_attempt) == (5, 5) and store.repairs == []
         journal = store.load_journal()
         assert [e["candidate_id"] for e in journal] == [0, 1, 2, 3, 4]
@@ -125,6 +128,36 @@ def test_artifacts_and_candidate_less_attempts_are_journaled(run: Path) -> None:
     last = RunStore.open(run, readonly=True).load_journal()[-1]
     assert last["status"] == "patch_failed" and last["candidate_id"] is None and "timestamp" in last
     assert git_out(run, "status", "--porcelain") == ""  # run files are ignored by Git
+
+
+def call_record(number: int, prompt_tokens: int, cost: float) -> dict:
+    return {"call": number, "prompt_hash": f"h{number}", "prompt": f"artifacts/000005/prompt-{number}.txt",
+            "response": f"artifacts/000005/response-{number}.txt", "model": "m", "prompt_tokens": prompt_tokens,
+            "completion_tokens": 100, "cost": cost, "latency_s": 1.0, "finish_reason": "length",
+            "tokens_estimated": False}
+
+
+def test_an_attempt_cut_short_keeps_the_calls_it_journaled_and_counts_them_once(run: Path) -> None:
+    with RunStore.open(run) as store:
+        attempt = store.begin_attempt()
+        store.save_artifact(attempt, "plan", "{}")
+        store.journal_call(attempt, call_record(1, 1000, 0.01))
+        store.journal_call(attempt, call_record(2, 1200, 0.02))
+    # Ctrl-C (or a crash) before the attempt's outcome line; a resume journals it, calls and all
+    with RunStore.open(run) as store:
+        entries = store.load_journal()
+        assert store.repairs == ["journaled attempt 5 as interrupted, keeping its 2 finished model call(s)"]
+        assert store.next_attempt == 6
+    calls, outcome = [e for e in entries if journal_file.is_call(e)], entries[-1]
+    assert [(c["attempt"], c["call"], c["finish_reason"]) for c in calls] == [(5, 1, "length"), (5, 2, "length")]
+    assert outcome["status"] == "interrupted" and "calls" not in outcome  # a replay serves no answer of it
+    assert outcome["finished_calls"] == [call_record(1, 1000, 0.01), call_record(2, 1200, 0.02)]
+    assert (outcome["prompt_tokens"], outcome["completion_tokens"]) == (2200, 200)
+    spent = journal_file.spend(entries)
+    assert spent[5].prompt_tokens == 2200 and spent[5].cost == pytest.approx(0.03)  # once, not twice
+    assert spent[4] == Spend(104, 50, pytest.approx(0.004))  # no call lines (an older run): its own line
+    with RunStore.open(run) as store:
+        assert store.repairs == [] and store.load_journal() == entries  # nothing to mend twice
 
 
 def test_commits_must_come_in_id_order_with_known_parents(run: Path) -> None:
@@ -221,7 +254,8 @@ with RunStore.open(run) as store:
         attempt = store.begin_attempt()
         prompt = store.save_artifact(attempt, "prompt", f"prompt {attempt}")
         response = store.save_artifact(attempt, "response", f"response {attempt}")
-        calls = [{"prompt_hash": f"h{attempt}", "prompt": prompt, "response": response}]
+        calls = [{"prompt_hash": f"h{attempt}", "prompt": prompt, "response": response, "prompt_tokens": 10}]
+        store.journal_call(attempt, calls[0])
         if rng.random() < 0.3:
             store.append_journal({"attempt": attempt, "status": "parse_failed", "calls": calls})
             continue
@@ -261,13 +295,19 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -
             repairs += store.repairs
         ids = [c.id for c in candidates]
         assert ids == list(range(len(ids))) and next_id == len(ids)
-        journaled = [e["candidate_id"] for e in journal if e["candidate_id"] is not None]
+        outcomes = [e for e in journal if not journal_file.is_call(e)]
+        journaled = [e["candidate_id"] for e in outcomes if e["candidate_id"] is not None]
         assert sorted(journaled) == ids  # every candidate journaled exactly once
-        attempts = [e["attempt"] for e in journal]
+        attempts = [e["attempt"] for e in outcomes]
         assert len(attempts) == len(set(attempts)) and next_attempt == max(attempts) + 1
-        by_id = {e["candidate_id"]: e for e in journal}
+        by_id = {e["candidate_id"]: e for e in outcomes}
         for c in candidates[1:]:
             entry = by_id[c.id]
             assert entry["attempt"] == c.iteration and entry["calls"][0]["prompt_hash"] == f"h{c.iteration}"
+        called = journal_file.calls_by_attempt(journal)  # each journaled call counted once, cut short or not
+        assert {a: s.prompt_tokens for a, s in journal_file.spend(journal).items() if a in called} == \
+            {a: 10 for a in called}
+        assert all(e["finished_calls"] == called.get(e["attempt"], [])
+                   for e in outcomes if e["status"] == "interrupted")
     assert len(ids) > 8, "the writer was killed before it got going"
     assert repairs, "no kill landed inside an attempt: the recovery went untested"

@@ -1,12 +1,19 @@
-"""Candidate record: one serialisation, a score that never rewards failure, a hash blind to formatting."""
+"""Candidate record: one serialisation, a score that never rewards failure, a hash blind to formatting,
+the one ranking rule and the one set of headline metrics."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import random
 from dataclasses import replace
 
-from candidate_factory import candidate, failed
-from evaluator.records import ScenarioResult, WindowResult
-from harness.store.candidate import Candidate, code_hash, normalise_code
+from candidate_factory import candidate, evaluation, failed
+
+from evaluator.records import Evaluation, ScenarioResult, WindowResult
+from harness.config.settings import PopulationSettings
+from harness.search.population import Population
+from harness.store.candidate import HEADLINE, Candidate, best_of, code_hash, metrics, normalise_code, ranked
+from harness.store.status import Status
 
 PROGRAM = '''"""Module docstring."""
 import torch
@@ -63,7 +70,35 @@ def test_round_trip_through_json_preserves_every_field() -> None:
 def test_invalid_candidates_score_zero_whatever_their_evaluation_claims() -> None:
     broken = candidate(4, (0,), valid=False)
     assert broken.score == 0.0 and not broken.valid
-    lying = replace(candidate(5, (0,), score=0.9), status="invalid")
+    lying = replace(candidate(5, (0,), score=0.9), status=Status.INVALID)
     assert lying.score == 0.0
     assert replace(candidate(6, (0,), score=0.9), evaluation=failed()).score == 0.0
     assert candidate(8, (0,), score=0.9).score == 0.9
+
+
+def test_statuses_are_written_as_their_plain_values_so_earlier_runs_still_load() -> None:
+    record = candidate(3, (0,)).to_dict()
+    assert json.loads(json.dumps(record))["status"] == "valid"
+    screened = Candidate.from_dict({**record, "status": "screened"})  # as a run written with strings has it
+    assert screened.status is Status.SCREENED and not screened.valid
+
+
+def test_one_ranking_rule_the_higher_score_then_the_older_candidate() -> None:
+    seed, older, twin, lower = candidate(0, score=0.8), candidate(3, (0,), score=0.86), \
+        candidate(5, (0,), score=0.86), candidate(1, (0,), score=0.84)
+    broken = replace(candidate(6, (0,), score=0.99), evaluation=failed())
+    run = [twin, broken, lower, seed, older]
+    assert [c.id for c in ranked(run)] == [3, 5, 1, 0]
+    assert best_of(run) == older and best_of([broken]) is None
+    population = Population(PopulationSettings(islands=2), random.Random(0))
+    for c in sorted(run, key=lambda c: c.id):
+        population.add(replace(c, island=c.id % 2))
+    assert population.best() == replace(older, island=1)  # the population ranks by the same rule
+
+
+def test_metrics_are_the_headline_fields_of_a_valid_evaluation_only() -> None:
+    fields = {f.name for f in dataclasses.fields(Evaluation)}
+    assert set(HEADLINE) <= fields  # a headline metric is a field of the record, spelt as there
+    values = metrics(replace(evaluation(0.81, 0.83, runtime_ms=4.5), speedup_vs_seed=None))
+    assert values == {"combined_score": 0.81, "balancedness": 0.83, "balancedness_slot": 0.3, "runtime_ms": 4.5}
+    assert metrics(failed()) == {} and metrics(None) == {}

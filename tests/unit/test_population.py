@@ -8,8 +8,8 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
-
 from candidate_factory import candidate
+
 from evaluator.errors import UserError
 from harness.config.settings import PopulationSettings
 from harness.search.pareto import ParetoArchive
