@@ -4,8 +4,39 @@ Serialised in one place (`to_dict` / `from_dict`) so every consumer reads the sa
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelledTime:
+    """Modelled milliseconds of one rebalance period of the deployment, by what it is spent on
+    (evaluator/scoring/cost_model.py, docs/cost-model.md): expert compute paced by the busiest GPU,
+    cross-node and NVLink dispatch/combine, and copying migrated experts' weights; `ideal` is the same
+    period with perfect compute balance, the least communication the routing allows and no migration."""
+
+    compute: float
+    communication: float
+    migration: float
+    ideal: float
+
+    @property
+    def total(self) -> float:
+        return self.compute + self.communication + self.migration
+
+
+@dataclass(frozen=True)
+class DeploymentFigures:
+    """What a deployment pays beyond balance, for one window or averaged over many.
+
+    `efficiency` = ideal / modelled time, in (0, 1] (a ratio of sums over windows); `migrated_fraction`
+    = the share of slots whose GPU must load the expert anew at the rebalance; `nodes_per_token` = the
+    mean number of distinct nodes a token's experts sit on."""
+
+    efficiency: float
+    migrated_fraction: float
+    nodes_per_token: float
+    modelled_ms: ModelledTime
 
 
 @dataclass(frozen=True)
@@ -20,6 +51,7 @@ class WindowResult:
     runtime_ms: float  # this call's time, normalised by the yardstick unless timing is wall-clock
     runtime_ms_raw: float | None = None  # the call's wall-clock time (certified by the sandbox)
     yardstick_ms: float | None = None  # the yardstick beside this call (None: wall-clock timing)
+    deployment: DeploymentFigures | None = None  # the modelled cost on the next window (None: older records)
 
 
 @dataclass(frozen=True)
@@ -37,6 +69,8 @@ class ScenarioResult:
     windows: tuple[WindowResult, ...] = ()
     runtime_ms_raw: float | None = None  # median per-call wall-clock time
     windows_digest: str | None = None  # which windows it was scored on (Scenario.windows_digest)
+    deployment: DeploymentFigures | None = None  # the windows' modelled cost (efficiency: a ratio of sums)
+    fresh_balancedness: float | None = None  # on a fresh secret stream of the same workload (None: no generator)
 
 
 @dataclass(frozen=True)
@@ -62,6 +96,9 @@ class Evaluation:
     extra: dict[str, Any] = field(default_factory=dict)
     runtime_ms_raw: float | None = None  # mean over scenarios of the median wall-clock call time
     timing_reference_ms: float | None = None  # the machine's calibrated yardstick (None: wall clock)
+    deployment: DeploymentFigures | None = None  # means over scenarios (None: older records)
+    fresh_balancedness: float | None = None  # mean over the scenarios that have a fresh stream
+    objective: str = "balancedness"  # what combined_score multiplies: "efficiency" or "balancedness"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,10 +106,17 @@ class Evaluation:
     @staticmethod
     def from_dict(data: dict[str, Any]) -> "Evaluation":
         scenarios = tuple(
-            ScenarioResult(**{**s, "windows": tuple(WindowResult(**w) for w in s.get("windows", ()))})
-            for s in data.get("scenarios", ())
+            _scenario_from_dict(s) for s in data.get("scenarios", ())
         )
-        return Evaluation(**{**data, "scenarios": scenarios})
+        return Evaluation(**{**_known(Evaluation, data), "scenarios": scenarios,
+                             "deployment": _deployment_from_dict(data.get("deployment"))})
+
+    @property
+    def score_basis(self) -> float:
+        """What combined_score multiplies by the speed factor: efficiency or balancedness."""
+        if self.objective == "efficiency" and self.deployment is not None:
+            return self.deployment.efficiency
+        return self.balancedness
 
     @staticmethod
     def invalid(error: str, feedback: str, *, device: str, sandbox: str, suite: str, heldout: bool,
@@ -82,3 +126,23 @@ class Evaluation:
                           balancedness_slot=0.0, balancedness_insample=0.0, bound_gap=0.0,
                           runtime_ms=0.0, speedup_vs_seed=None, device=device, sandbox=sandbox,
                           suite=suite, heldout=heldout, feedback=feedback, wall_s=wall_s)
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` restricted to the fields `cls` has, so records written by newer or older versions load."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+def _deployment_from_dict(data: dict[str, Any] | None) -> DeploymentFigures | None:
+    if data is None:
+        return None
+    return DeploymentFigures(**{**_known(DeploymentFigures, data),
+                                "modelled_ms": ModelledTime(**_known(ModelledTime, data["modelled_ms"]))})
+
+
+def _scenario_from_dict(data: dict[str, Any]) -> ScenarioResult:
+    windows = tuple(WindowResult(**{**_known(WindowResult, w), "deployment": _deployment_from_dict(w.get("deployment"))})
+                    for w in data.get("windows", ()))
+    return ScenarioResult(**{**_known(ScenarioResult, data), "windows": windows,
+                             "deployment": _deployment_from_dict(data.get("deployment"))})

@@ -47,7 +47,7 @@ def seed_runtimes(scenarios: list[Scenario], suite: str, options: EvalOptions) -
 
     Returns None when the seed itself fails to evaluate (then no speedup can be given).
     """
-    options = replace(options, seed_runtime_ms=None)
+    options = replace(options, seed_runtime_ms=None, fresh_check=False)  # the seed is trusted
     cache = json_cache.load(CACHE)
     missing = [s for s in scenarios if _key(s, options) not in cache]
     if missing:

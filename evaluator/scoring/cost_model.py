@@ -37,7 +37,7 @@ import torch
 
 from evaluator.scoring.metrics import gpu_loads, slot_loads
 from evaluator.workloads.deployment import DeploymentCosts
-from evaluator.workloads.scenarios import Shape
+from evaluator.workloads.shape import Shape
 
 _F64 = torch.float64
 _TINY = 1e-300

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from evaluator.workloads.scenarios import Shape
+from evaluator.workloads.shape import Shape
 
 _NAMES = ("phy2log", "log2phy", "logcnt")
 

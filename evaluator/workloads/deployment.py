@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from evaluator.errors import UserError
-from evaluator.workloads.scenarios import Shape
+from evaluator.workloads.shape import Shape
 
 _INT_FIELDS = ("hidden_size", "moe_intermediate_size", "experts_per_token", "groups_per_token",
                "steps_per_window", "rebalance_period_steps")
@@ -179,21 +179,28 @@ def scenario_costs(name: str) -> DeploymentCosts:
     return SCENARIO_COSTS[name]
 
 
+def default_costs(shape: Shape) -> DeploymentCosts:
+    """Constants for a shape given none: the known model with its expert count (DeepSeek-V3's
+    otherwise), its routing group-limited only as far as the shape has groups."""
+    base = _BY_EXPERT_COUNT.get(shape.num_experts, DEEPSEEK_V3)
+    return replace(base, groups_per_token=min(base.groups_per_token, shape.num_groups))
+
+
 def trace_costs(shape: Shape, overrides: Mapping[str, Any], where: str) -> DeploymentCosts:
     """Constants for a `--trace` scenario: the known model with the shape's expert count, then the
     overrides (flags or config), checked against the shape.
 
     Defaults: 256 experts -> DeepSeek-V3, 128 -> Qwen3-30B-A3B. Any other expert count takes
     DeepSeek-V3's cluster and precision, and the overrides must set the model's own numbers
-    (`MODEL_FIELDS`).
+    (`MODEL_FIELDS`). A trace deployed with fewer expert groups than the model routes over (e.g.
+    DeepSeek-V3 with --groups 1) is modelled as routing over all of its groups, unless
+    `groups_per_token` is set.
     """
-    base = _BY_EXPERT_COUNT.get(shape.num_experts)
-    if base is None:
+    if shape.num_experts not in _BY_EXPERT_COUNT:
         missing = [name for name in MODEL_FIELDS if name not in overrides]
         if missing:
             raise UserError(f"{where}: {shape.num_experts} experts per layer matches no known model; set the "
                             f"deployment constants {', '.join(missing)}")
-        base = DEEPSEEK_V3
-    costs = base.with_overrides(overrides, where)
+    costs = default_costs(shape).with_overrides(overrides, where)
     costs.check(where, shape)
     return costs

@@ -18,20 +18,10 @@ import numpy as np
 import torch
 
 from evaluator.errors import UserError
+from evaluator.workloads.deployment import DeploymentCosts, default_costs, scenario_costs
+from evaluator.workloads.shape import Shape
 from evaluator.workloads.synthetic import SyntheticSource, TraceParams
 from evaluator.workloads.tracefile import TraceFileSource, load_trace
-
-
-@dataclass(frozen=True)
-class Shape:
-    """A deployment: L layers x E logical experts placed on R physical slots over G GPUs in N nodes."""
-
-    num_layers: int
-    num_experts: int
-    num_replicas: int
-    num_groups: int
-    num_nodes: int
-    num_gpus: int
 
 
 class WindowSource(Protocol):
@@ -57,6 +47,13 @@ class Scenario:
     shape: Shape
     description: str
     source: WindowSource
+    # What the deployment pays per token, byte and expert (the cost model's constants); None: the
+    # defaults for the shape (deployment.default_costs).
+    costs: DeploymentCosts | None = None
+
+    def __post_init__(self) -> None:
+        if self.costs is None:
+            object.__setattr__(self, "costs", default_costs(self.shape))
 
     def search_windows(self) -> torch.Tensor:
         """[W, L, E] int64: what a search scores on. A fresh copy: callers may not corrupt the cache."""
@@ -129,7 +126,7 @@ class _Workload:
     def scenario(self, secret: int | None) -> Scenario:
         source = SyntheticSource(self.params, self.shape.num_layers, self.shape.num_experts, self.seed,
                                  self.num_search, self.num_heldout, secret=secret, published=self.key)
-        return Scenario(self.name, self.shape, self.description, source)
+        return Scenario(self.name, self.shape, self.description, source, scenario_costs(self.name))
 
 
 def _default_suite() -> list[_Workload]:

@@ -17,11 +17,13 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from evaluator.baselines import baseline_label, baseline_paths
 from evaluator.evaluate import evaluate
 from evaluator.records import Evaluation
+from evaluator.sandbox.text import printable
 from evaluator.workloads.scenarios import suite_names
 from harness.cli.evaluation_flags import add_limit_flags, check_program_file, is_seed, options_from, scenarios_from
 from seed_program import SEED_PATH
@@ -71,24 +73,47 @@ def compare(evaluations: list[tuple[Entry, Evaluation]]) -> list[Compared]:
     return [Compared(entry, ev, speedup(reference, ev)) for entry, ev in evaluations]
 
 
-# (heading, Evaluation field, width, digits); speedup is slotted in before the combined score.
-_COLUMNS = (("GPU bal", "balancedness", 8, 4), ("in-sample", "balancedness_insample", 9, 4),
-            ("slot bal", "balancedness_slot", 8, 4), ("bound gap", "bound_gap", 9, 4),
-            ("runtime ms", "runtime_ms", 10, 2), ("speedup", None, 8, 2), ("combined", "combined_score", 8, 4))
+def _deployment(field: str) -> Callable[[Evaluation], float | None]:
+    def get(ev: Evaluation) -> float | None:
+        return getattr(ev.deployment, field) if ev.deployment is not None else None
+    return get
 
 
-def _cell(value: float | None, width: int, digits: int) -> str:
-    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+def _modelled(part: str) -> Callable[[Evaluation], float | None]:
+    def get(ev: Evaluation) -> float | None:
+        return getattr(ev.deployment.modelled_ms, part) if ev.deployment is not None else None
+    return get
 
 
-def _value(result: Compared, field: str | None) -> float | None:
-    if field is None:
+# (heading, how to read it from an Evaluation, width, format); speedup (None) comes from the comparison.
+_COLUMNS: tuple[tuple[str, Callable[[Evaluation], float | None] | None, int, str], ...] = (
+    ("efficiency", _deployment("efficiency"), 10, ".4f"),
+    ("GPU bal", lambda ev: ev.balancedness, 8, ".4f"),
+    ("fresh bal", lambda ev: ev.fresh_balancedness, 9, ".4f"),
+    ("migrated", _deployment("migrated_fraction"), 8, ".1%"),
+    ("nodes/tok", _deployment("nodes_per_token"), 9, ".2f"),
+    ("compute", _modelled("compute"), 8, ".0f"),
+    ("comm", _modelled("communication"), 8, ".0f"),
+    ("migration", _modelled("migration"), 9, ".0f"),
+    ("in-sample", lambda ev: ev.balancedness_insample, 9, ".4f"),
+    ("runtime ms", lambda ev: ev.runtime_ms, 10, ".2f"),
+    ("speedup", None, 8, ".2f"),
+    ("combined", lambda ev: ev.combined_score, 8, ".4f"),
+)
+
+
+def _cell(value: float | None, width: int, spec: str) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}"
+
+
+def _value(result: Compared, read: Callable[[Evaluation], float | None] | None) -> float | None:
+    if read is None:
         return result.speedup
-    return getattr(result.evaluation, field) if result.evaluation.valid else None
+    return read(result.evaluation) if result.evaluation.valid else None
 
 
 def _row(result: Compared, width: int) -> str:
-    cells = " ".join(_cell(_value(result, field), w, digits) for _, field, w, digits in _COLUMNS)
+    cells = " ".join(_cell(_value(result, read), w, spec) for _, read, w, spec in _COLUMNS)
     return f"{result.entry.label:<{width}} {'yes' if result.evaluation.valid else 'NO':>5} {cells}"
 
 
@@ -97,9 +122,11 @@ def render_table(results: list[Compared]) -> str:
     first = results[0].evaluation
     width = max(24, *(len(r.entry.label) for r in results))
     head = (f"suite: {first.suite}{' (held-out windows)' if first.heldout else ''}   device: {first.device}   "
-            f"sandbox: {first.sandbox}   speedup: vs {results[0].entry.label}")
+            f"sandbox: {first.sandbox}   objective: {first.objective}   speedup: vs {results[0].entry.label}   "
+            f"compute/comm/migration: modelled ms per rebalance period")
     cols = f"{'program':<{width}} {'valid':>5} " + " ".join(f"{name:>{w}}" for name, _, w, _ in _COLUMNS)
-    failures = [f"{r.entry.label}: INVALID: {r.evaluation.error}" for r in results if not r.evaluation.valid]
+    failures = [f"{r.entry.label}: INVALID: {printable(r.evaluation.error or '', one_line=True)}"
+                for r in results if not r.evaluation.valid]
     return "\n".join([head, cols, "-" * len(cols), *(_row(r, width) for r in results),
                       *([""] + failures if failures else [])])
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from evaluator import seed_timing
 from evaluator.evaluate import evaluate
-from evaluator.records import Evaluation
+from evaluator.records import DeploymentFigures, Evaluation, ScenarioResult
+from evaluator.sandbox.text import printable
 from evaluator.workloads.scenarios import suite_names
 from harness.cli.evaluation_flags import add_limit_flags, check_program_file, is_seed, options_from, scenarios_from
 
@@ -55,21 +56,43 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+_BALANCE_COLUMNS = f"{'scenario':<26} {'GPU bal':>8} {'fresh bal':>9} {'slot bal':>8} {'in-sample':>9} " \
+                   f"{'bound gap':>9} {'runtime ms':>10} {'combined':>8}"
+_DEPLOYMENT_COLUMNS = f"{'scenario':<26} {'efficiency':>10} {'compute':>8} {'comm':>8} {'migration':>9} " \
+                      f"{'ideal':>8} {'migrated':>8} {'nodes/tok':>9}"
+
+
+def _balance_row(name: str, r: Evaluation | ScenarioResult) -> str:
+    return (f"{name:<26} {r.balancedness:>8.4f} {_fmt(r.fresh_balancedness):>9} {r.balancedness_slot:>8.4f} "
+            f"{r.balancedness_insample:>9.4f} {r.bound_gap:>9.4f} {r.runtime_ms:>10.2f} {r.combined_score:>8.4f}")
+
+
+def _deployment_row(name: str, d: DeploymentFigures | None) -> str:
+    if d is None:
+        return f"{name:<26} {'-':>10}"
+    ms = d.modelled_ms
+    return (f"{name:<26} {d.efficiency:>10.4f} {ms.compute:>8.0f} {ms.communication:>8.0f} {ms.migration:>9.0f} "
+            f"{ms.ideal:>8.0f} {d.migrated_fraction:>8.1%} {d.nodes_per_token:>9.2f}")
+
+
 def render_table(program: Path, result: Evaluation) -> str:
-    """The human-readable report: one row per scenario, then the overall figures."""
+    """The human-readable report: balance and deployment figures per scenario, then overall.
+
+    Candidate text (the reason, the feedback with its output) is escaped: a program must not be able
+    to draw its own table on the user's terminal."""
     head = (f"program: {program}   suite: {result.suite}{' (held-out windows)' if result.heldout else ''}   "
-            f"device: {result.device}   sandbox: {result.sandbox}")
+            f"device: {result.device}   sandbox: {result.sandbox}   objective: {result.objective}")
     if not result.valid:
-        return f"{head}\nINVALID: {result.error}\n\n{result.feedback}"
-    cols = f"{'scenario':<24} {'GPU bal':>8} {'slot bal':>8} {'in-sample':>9} {'bound gap':>9} " \
-           f"{'runtime ms':>10} {'combined':>8}"
-    rows = [f"{r.name:<24} {r.balancedness:>8.4f} {r.balancedness_slot:>8.4f} {r.balancedness_insample:>9.4f} "
-            f"{r.bound_gap:>9.4f} {r.runtime_ms:>10.2f} {r.combined_score:>8.4f}" for r in result.scenarios]
-    total = (f"{'overall':<24} {result.balancedness:>8.4f} {result.balancedness_slot:>8.4f} "
-             f"{result.balancedness_insample:>9.4f} {result.bound_gap:>9.4f} {result.runtime_ms:>10.2f} "
-             f"{result.combined_score:>8.4f}")
+        return (f"{head}\nINVALID: {printable(result.error or '', one_line=True)}\n\n"
+                f"{printable(result.feedback, one_line=False)}")
+    balance = [_balance_row(r.name, r) for r in result.scenarios]
+    deployment = [_deployment_row(r.name, r.deployment) for r in result.scenarios]
+    rule = "-" * len(_BALANCE_COLUMNS)
     tail = f"valid: yes   speedup_vs_seed: {_fmt(result.speedup_vs_seed, 2)}   wall: {result.wall_s:.1f} s"
     timing = ("runtime: wall clock" if result.timing_reference_ms is None else
               f"runtime: normalised to this machine's yardstick ({result.timing_reference_ms:.2f} ms); "
               f"wall clock {_fmt(result.runtime_ms_raw, 2)} ms")
-    return "\n".join([head, cols, *rows, "-" * len(cols), total, tail, timing])
+    return "\n".join([head, _BALANCE_COLUMNS, *balance, rule, _balance_row("overall", result), "",
+                      "modelled deployment time per rebalance period, ms (docs/cost-model.md):",
+                      _DEPLOYMENT_COLUMNS, *deployment, rule, _deployment_row("overall", result.deployment), "",
+                      tail, timing])

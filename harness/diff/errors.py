@@ -14,3 +14,8 @@ class ResponseError(EngineError):
 
     Here rather than in `response.py` because reading a reply takes two modules (`reasoning.py`
     finds where the answer starts, `response.py` reads it) and both raise it."""
+
+
+class ProgramError(EngineError):
+    """The program being edited is itself broken (its EVOLVE markers): the user's to fix, not the model's.
+    Callers that face a user turn it into their own error type (the CLI: exit 2)."""

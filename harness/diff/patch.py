@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from evaluator.errors import UserError
+from harness.diff.errors import ProgramError
 from harness.diff.guards import GuardError, edit_problem, find_regions, result_problem, splice_rewrite
 from harness.diff.matching import MatchError, locate
 from harness.diff.response import Response
@@ -68,13 +68,13 @@ class PatchResult:
 
 
 def apply_edits(program: str, response: Response) -> PatchResult:
-    """Apply a response to a program. UserError when the program's own EVOLVE markers are broken."""
+    """Apply a response to a program. ProgramError when the program's own EVOLVE markers are broken."""
     program = program.replace("\r\n", "\n").replace("\r", "\n")
     lines, final_newline = _split(program)
     try:
         find_regions(lines)
     except GuardError as error:
-        raise UserError(f"program: {error.reason}; fix the markers in the program file") from None
+        raise ProgramError(f"program: {error.reason}; fix the markers in the program file") from None
     if response.code is not None:
         return _apply_rewrite(program, lines, final_newline, response.code)
     outcomes: list[BlockOutcome] = []

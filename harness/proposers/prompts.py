@@ -23,33 +23,70 @@ You are improving an expert-parallel load balancer (EPLB) for Mixture-of-Experts
 The problem. A MoE model has L layers with E logical experts each. Inference spreads experts over
 G GPUs in N nodes; every GPU has R/G physical expert slots, R >= E, so R - E slots hold extra
 replicas of hot experts. Every rebalance period the serving engine calls
-    rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus)
+    rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus,
+                      old_global_expert_indices=None)
         -> (phy2log, log2phy, logcnt)
 with weight [L, E] = tokens routed to each expert over the last window. It returns
 phy2log [L, R] int64 (the logical expert held by each slot; GPU g owns slots
-[g*R/G, (g+1)*R/G)), log2phy [L, E, K] int64 (for each expert the slots holding it, padded with
--1) and logcnt [L, E] int64 (replica count of each expert). An expert's tokens are split evenly
-over its replicas. Experts come in num_groups groups; keeping a group on one node saves
-cross-node traffic (the hierarchical policy), but only the balance below is scored.
+[g*R/G, (g+1)*R/G), node n owns GPUs [n*G/N, (n+1)*G/N)), log2phy [L, E, K] int64 (for each
+expert the slots holding it, padded with -1) and logcnt [L, E] int64 (replica count of each
+expert). An expert's tokens are split evenly over its replicas. `old_global_expert_indices`
+(vLLM's name) is the phy2log in force, from your previous call (None on the first call); a program
+whose signature has no such parameter is called with the five arguments.
 
 A valid answer: ids in range; every expert has at least one replica; logcnt equals the count of
 each expert in phy2log and sums to R in every layer; the first logcnt[l, e] entries of
 log2phy[l, e] are exactly the slots holding e and the rest are -1. The same expert may sit twice
 on one GPU. Outputs are checked; an invalid answer scores zero.
 
-The score. A layer's time is set by its most loaded GPU, and layers run one after another, so
-GPU-level balancedness = sum_l mean_g load[l, g] / sum_l max_g load[l, g] (in (0, 1]).
-The placement is computed from window i and scored on window i+1: loads drift between windows,
-so a placement that is robust to forecast error beats one that is perfect on the window it was
-fitted on. Scores are averaged over several deployment shapes (from a few experts on a few GPUs
-to hundreds of experts on over a hundred GPUs) and many windows. Runtime counts only through a bounded factor:
-combined_score = balancedness * P / (P + t), P the rebalance period and t the median call time,
-so a fast program loses almost nothing, while a very slow one (seconds) does.
+{score}
+Each evaluation also scores your program on fresh windows of the same workloads: one that does
+much better on the graded windows than on fresh ones is invalid.
+
+State. The program is called on consecutive windows of one deployment, in one process: it may
+keep state between calls, keyed by the call's shape and arguments (for example its previous
+placement, or a forecast of the loads from past windows), and must work without it on the first
+call. It must not modify its input.
 
 The sandbox. The program runs in an isolated process with a time limit, no network and no files;
-it may only use the Python standard library and torch. It must not keep state between calls
-or modify its input. Reading anything but its arguments is treated as cheating.
+it may only use the Python standard library and torch. Reading anything but its arguments is
+treated as cheating.
 """
+
+# What is scored, by objective (`[evaluator] objective`): the search optimises exactly this.
+SCORED = {
+    "efficiency": """\
+What is scored: the modelled time of serving the next window with your placement, against an
+ideal one (efficiency = ideal time / your time, in (0, 1]). The placement is computed from window
+i and served on window i+1, so loads drift under it. The modelled time of one rebalance period is
+- compute: each layer waits for its most loaded GPU (balance across GPUs);
+- communication: every token is sent to the GPUs holding its experts and the results come back;
+  a token crosses to each other node it touches once, over a NIC about 3x slower than NVLink
+  inside a node. Tokens pick their experts from a few expert groups (DeepSeek-V3: 4 of 8 groups,
+  E/num_groups consecutive experts each), so keeping a group's replicas on few nodes saves
+  cross-node traffic (what DeepSeek's hierarchical policy does);
+- migration: at every rebalance each GPU must load the weights of every expert it did not hold
+  under the placement in force (tens of MB each). Keeping experts where they are is worth a lot;
+  moving one pays only if the balance it buys is worth the copy.
+Scores are averaged over several deployment shapes (from one node of 8 GPUs to 144 GPUs in 18
+nodes) and many windows. Runtime counts only through a bounded factor: combined_score =
+efficiency * P / (P + t), P the rebalance period and t the median call time, so a fast program
+loses almost nothing, while a very slow one (seconds) does.""",
+    "balancedness": """\
+What is scored: GPU-level balancedness = sum_l mean_g load[l, g] / sum_l max_g load[l, g] (in
+(0, 1]): a layer's time is set by its most loaded GPU, and layers run one after another. The
+placement is computed from window i and scored on window i+1: loads drift between windows, so a
+placement that is robust to forecast error beats one that is perfect on the window it was fitted
+on. Cross-node traffic and expert migration are not scored under this objective. Scores are
+averaged over several deployment shapes and many windows. Runtime counts only through a bounded
+factor: combined_score = balancedness * P / (P + t), P the rebalance period and t the median call
+time, so a fast program loses almost nothing, while a very slow one (seconds) does.""",
+}
+
+
+def task_statement(objective: str) -> str:
+    """The task as the model reads it, saying exactly what `objective` scores."""
+    return TASK_STATEMENT.format(score=SCORED[objective])
 
 FORMAT_RULES = """\
 Answer with a short explanation, then exactly these parts:

@@ -58,22 +58,34 @@ def test_baselines_add_the_seed_and_every_baseline_not_already_listed(tmp_path: 
     assert compare_command.entries_for(listed, with_baselines=False) == [Entry(FORECAST, str(FORECAST)),
                                                                          Entry(copy_of_seed, str(copy_of_seed))]
     extra = compare_command.entries_for(listed, with_baselines=True)[2:]
-    assert [e.label for e in extra] == ["vectorized_seed (baseline)"]  # the seed is listed (same bytes)
+    # the seed is listed (same bytes)
+    assert [e.label for e in extra] == ["migration_aware (baseline)", "vectorized_seed (baseline)"]
     labels = [e.label for e in compare_command.entries_for([FAST], with_baselines=True)]
-    assert labels == [str(FAST), "seed (baseline)", "forecast_lpt (baseline)"]
-    assert {p.name for p in baseline_paths()} >= {"vectorized_seed.py", "forecast_lpt.py"}
+    assert labels == [str(FAST), "seed (baseline)", "forecast_lpt (baseline)", "migration_aware (baseline)"]
+    assert {p.name for p in baseline_paths()} >= {"vectorized_seed.py", "forecast_lpt.py", "migration_aware.py"}
 
 
 def test_table_marks_invalid_programs_and_gives_their_reason_below() -> None:
     rows = compare_command.compare([(Entry(Path("a.py"), "a.py"), timed({"s": 10.0})),
                                     (Entry(Path("b.py"), "b.py"), failed("window 3: logcnt is wrong"))])
     lines = compare_command.render_table(rows).splitlines()
-    assert lines[0].startswith("suite: quick   device: cpu   sandbox: process   speedup: vs a.py")
-    assert lines[1].split() == ["program", "valid", "GPU", "bal", "in-sample", "slot", "bal", "bound", "gap",
-                                "runtime", "ms", "speedup", "combined"]
-    assert lines[3].split() == ["a.py", "yes", "0.9000", "0.9500", "0.3000", "0.1000", "5.00", "1.00", "0.9000"]
-    assert lines[4].split() == ["b.py", "NO"] + ["-"] * 7
+    assert lines[0].startswith("suite: quick   device: cpu   sandbox: process   objective: balancedness   "
+                               "speedup: vs a.py")
+    assert lines[1].split() == ["program", "valid", "efficiency", "GPU", "bal", "fresh", "bal", "migrated",
+                                "nodes/tok", "compute", "comm", "migration", "in-sample", "runtime", "ms", "speedup",
+                                "combined"]
+    # A record without deployment figures (written before they existed) shows dashes there.
+    assert lines[3].split() == ["a.py", "yes", "-", "0.9000", "-", "-", "-", "-", "-", "-", "0.9500", "5.00",
+                                "1.00", "0.9000"]
+    assert lines[4].split() == ["b.py", "NO"] + ["-"] * 12
     assert lines[-1] == "b.py: INVALID: window 3: logcnt is wrong"
+
+
+def test_candidate_text_in_the_table_cannot_draw_on_the_terminal() -> None:
+    rows = compare_command.compare([(Entry(Path("a.py"), "a.py"), timed({"s": 10.0})),
+                                    (Entry(Path("b.py"), "b.py"), failed("boom\x1b[2J\nvalid: yes 0.9990"))])
+    last = compare_command.render_table(rows).splitlines()[-1]
+    assert last == "b.py: INVALID: boom\\x1b[2J\\nvalid: yes 0.9990"
 
 
 def test_compare_prints_a_json_list_and_exits_1_when_any_program_is_invalid(

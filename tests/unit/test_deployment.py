@@ -76,8 +76,10 @@ def test_with_overrides_replaces_fields_and_checks_them() -> None:
 def test_trace_costs_by_expert_count() -> None:
     assert trace_costs(replace(DEEPSEEK_V3_PREFILL, num_layers=3), {}, "t.json") == DEEPSEEK_V3
     assert trace_costs(QWEN3_30B, {"steps_per_window": 50}, "t.json") == replace(QWEN3_30B_A3B, steps_per_window=50)
+    # Deployed with one group, the model's routing is modelled over all of it, unless set explicitly.
+    assert trace_costs(replace(DEEPSEEK_V3_PREFILL, num_groups=1), {}, "t.json").groups_per_token == 1
     with pytest.raises(UserError, match="groups_per_token 4 exceeds the 1 expert groups"):
-        trace_costs(replace(DEEPSEEK_V3_PREFILL, num_groups=1), {}, "t.json")
+        trace_costs(replace(DEEPSEEK_V3_PREFILL, num_groups=1), {"groups_per_token": 4}, "t.json")
 
 
 def test_trace_costs_of_an_unknown_model_need_its_own_numbers() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from paths import RESPONSES, SHARED_SEEDS
 
-from evaluator.errors import UserError
+from harness.diff.errors import ProgramError
 from harness.diff.guards import Region, find_regions
 from harness.diff.patch import BlockOutcome, PatchResult, apply_edits
 from harness.diff.response import EditBlock, Response, ResponseError, parse_response
@@ -195,7 +195,7 @@ def test_a_block_that_writes_a_marker_is_refused() -> None:
 
 
 def test_broken_markers_in_the_program_are_the_users_error() -> None:
-    with pytest.raises(UserError, match=r"^program: EVOLVE-BLOCK-START at line 1 has no EVOLVE-BLOCK-END after it;"):
+    with pytest.raises(ProgramError, match=r"^program: EVOLVE-BLOCK-START at line 1 has no EVOLVE-BLOCK-END after it;"):
         apply_edits("# EVOLVE-BLOCK-START\nx = 1\n", _reply(("x = 1\n", "x = 2\n")))
 
 

@@ -6,7 +6,7 @@ import pytest
 from evaluator.errors import UserError
 from harness.proposers.prompts import (
     FORMAT_RULES,
-    TASK_STATEMENT,
+    SCORED,
     FailedAttempt,
     Inspiration,
     ProgramView,
@@ -16,6 +16,7 @@ from harness.proposers.prompts import (
     build_messages,
     estimate_tokens,
     fit_to_context,
+    task_statement,
 )
 
 PARENT_CODE = "# EVOLVE-BLOCK-START\ndef place():\n    return 1\n# EVOLVE-BLOCK-END\n"
@@ -24,7 +25,7 @@ PARENT_CODE = "# EVOLVE-BLOCK-START\ndef place():\n    return 1\n# EVOLVE-BLOCK-
 def context(n_inspirations: int = 2, n_failures: int = 2, code_lines: int = 200) -> PromptContext:
     big = "\n".join(f"x_{i} = {i}  # some inspiration code line" for i in range(code_lines))
     return PromptContext(
-        task=TASK_STATEMENT,
+        task=task_statement("efficiency"),
         parent=ProgramView(name="seed_variant", description="greedy packing", code=PARENT_CODE,
                            metrics={"combined_score": 0.81234, "runtime_ms": 12.5},
                            feedback="balancedness 0.81 on window 3; bound 0.97"),
@@ -46,7 +47,7 @@ def test_prompt_carries_task_parent_inspirations_and_exact_failures():
     system, user = build_messages(ctx)
     assert "<<<<<<< SEARCH" in system["content"] and "EVOLVE-BLOCK-START" in system["content"]
     text = user["content"]
-    assert text.startswith(TASK_STATEMENT.strip())
+    assert text.startswith(task_statement("efficiency").strip())
     assert PARENT_CODE.rstrip() in text
     assert "combined_score: 0.8123" in text and "runtime_ms: 12.5" in text
     assert "balancedness 0.81 on window 3; bound 0.97" in text
@@ -56,10 +57,19 @@ def test_prompt_carries_task_parent_inspirations_and_exact_failures():
     assert build_messages(ctx) == build_messages(context())  # pure: same context, same prompt
 
 
-def test_task_statement_explains_scoring_forecasting_and_the_sandbox():
-    for fact in ("window i+1", "sum_l mean_g load[l, g] / sum_l max_g load[l, g]", "P / (P + t)",
-                 "no network and no files", "sums to R", "padded with"):
-        assert fact in TASK_STATEMENT
+@pytest.mark.parametrize("objective, facts", [
+    ("efficiency", ("efficiency = ideal time / your time", "migration", "cross-node", "old_global_expert_indices",
+                    "efficiency * P / (P + t)")),
+    ("balancedness", ("sum_l mean_g load[l, g] / sum_l max_g load[l, g]", "balancedness * P / (P + t)",
+                      "not scored under this objective")),
+])
+def test_the_task_statement_says_exactly_what_the_objective_scores(objective, facts):
+    statement = task_statement(objective)
+    for fact in (*facts, "window i+1", "no network and no files", "sums to R", "padded with", "may\nkeep state",
+                 "fresh windows"):
+        assert fact in statement
+    other = "balancedness" if objective == "efficiency" else "efficiency"
+    assert SCORED[other] not in statement
 
 
 def test_fix_message_quotes_the_engine_error():
