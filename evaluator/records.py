@@ -112,6 +112,18 @@ class Evaluation:
                              "deployment": _deployment_from_dict(data.get("deployment"))})
 
     @property
+    def efficiency(self) -> float | None:
+        return self.deployment.efficiency if self.deployment is not None else None
+
+    @property
+    def migrated_fraction(self) -> float | None:
+        return self.deployment.migrated_fraction if self.deployment is not None else None
+
+    @property
+    def nodes_per_token(self) -> float | None:
+        return self.deployment.nodes_per_token if self.deployment is not None else None
+
+    @property
     def score_basis(self) -> float:
         """What combined_score multiplies by the speed factor: efficiency or balancedness."""
         if self.objective == "efficiency" and self.deployment is not None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from evaluator.errors import UserError
-from evaluator.workloads.deployment import DeploymentCosts, default_costs, scenario_costs
+from evaluator.workloads.deployment import DeploymentCosts, default_costs, scenario_costs, trace_costs
 from evaluator.workloads.shape import Shape
 from evaluator.workloads.synthetic import SyntheticSource, TraceParams
 from evaluator.workloads.tracefile import TraceFileSource, load_trace
@@ -210,13 +210,16 @@ _KNOWN_DEPLOYMENTS = {256: DEEPSEEK_V3_PREFILL, 128: QWEN3_30B}
 
 
 def trace_scenarios(paths: list[Path], window_steps: int | None = None,
-                    shape_overrides: Mapping[str, int | None] | None = None) -> list[Scenario]:
+                    shape_overrides: Mapping[str, int | None] | None = None,
+                    cost_overrides: Mapping[str, float] | None = None) -> list[Scenario]:
     """One scenario per trace file (--trace FILE ...): L x E from the file, the rest from the flags.
 
     `shape_overrides` maps flag names ("replicas", "groups", "nodes", "gpus") to values; None
     means not given. `window_steps` None keeps a converted .npz's own window length, or 100
-    steps for JSON. Loads each file now (streamed, cached), so a bad file or shape fails before
-    any evaluation.
+    steps for JSON. `cost_overrides` sets deployment constants (DeploymentCosts fields) over the
+    defaults for the trace's model (deployment.trace_costs); the window length is the trace's
+    unless set. Loads each file now (streamed, cached), so a bad file, shape or constant fails
+    before any evaluation.
     """
     scenarios = []
     names: set[str] = set()
@@ -227,7 +230,8 @@ def trace_scenarios(paths: list[Path], window_steps: int | None = None,
         source = TraceFileSource(path, window_steps)
         source.search()  # enough windows to score anything?
         name = _unique(path.name.split(".")[0], names)
-        scenarios.append(Scenario(name, shape, f"trace {path}: {trace.describe()}", source))
+        costs = trace_costs(shape, {"steps_per_window": trace.window_steps, **(cost_overrides or {})}, path.name)
+        scenarios.append(Scenario(name, shape, f"trace {path}: {trace.describe()}", source, costs))
     return scenarios
 
 

@@ -30,6 +30,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="steps per window for --trace (default: the .npz's own, or 100 for JSON)")
     for flag in ("replicas", "groups", "nodes", "gpus"):
         p.add_argument(f"--{flag}", type=int, help=f"deployment {flag} for --trace")
+    p.add_argument("--deployment", action="append", metavar="KEY=VALUE",
+                   help="a cost-model constant for --trace scenarios (repeatable), e.g. hidden_size=4096, "
+                        "internode_bytes_per_s=25e9; defaults: the known model with the trace's expert count "
+                        "(docs/cost-model.md), printed on stderr")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--heldout", action="store_true", help="score on held-out windows the search never sees")
     p.add_argument("--json", action="store_true", help="print one JSON object")

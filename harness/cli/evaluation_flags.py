@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import sys
+from dataclasses import fields
 from pathlib import Path
 
 from evaluator.errors import UserError
-from evaluator.evaluate import DEFAULT_REBALANCE_PERIOD_S, EvalOptions, resolve_device
+from evaluator.evaluate import DEFAULT_REBALANCE_PERIOD_S, OBJECTIVES, EvalOptions, resolve_device
 from evaluator.sandbox.candidate_process import Limits
+from evaluator.workloads.deployment import DeploymentCosts
 from evaluator.workloads.scenarios import Scenario, suite, trace_scenarios
 from seed_program import SEED_PATH
 
@@ -26,6 +29,9 @@ def add_limit_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-mb", type=int, default=d.memory_mb)
     p.add_argument("--max-processes", type=int, default=d.max_processes, metavar="N",
                    help="processes and threads the candidate may have at once (default %(default)s)")
+    p.add_argument("--objective", choices=OBJECTIVES, default="efficiency",
+                   help="what combined_score multiplies: the modelled deployment efficiency (compute, "
+                        "communication, migration; the default) or GPU-level balancedness alone (the peers' score)")
     p.add_argument("--timing", choices=("normalised", "wall"), default="normalised",
                    help="runtime_ms normalised by the yardstick beside each call (repeatable on a noisy "
                         "machine; the default) or plain wall clock; both are in --json")
@@ -43,7 +49,7 @@ def options_from(args: argparse.Namespace) -> EvalOptions:
                     threads=args.threads, sandbox=args.sandbox, max_processes=args.max_processes)
     return EvalOptions(device=device, heldout=getattr(args, "heldout", False),
                        rebalance_period_s=args.period, limits=limits,
-                       normalise_timing=args.timing == "normalised")
+                       normalise_timing=args.timing == "normalised", objective=args.objective)
 
 
 def check_program_file(path: Path) -> None:
@@ -68,8 +74,34 @@ def scenarios_from(args: argparse.Namespace) -> tuple[str, list[Scenario]]:
     if args.trace:
         overrides = {k: getattr(args, k) for k in ("replicas", "groups", "nodes", "gpus")
                      if getattr(args, k) is not None}
-        return "trace", trace_scenarios(list(args.trace), args.window_steps, overrides)
+        constants = deployment_constants(getattr(args, "deployment", None) or [])
+        scenarios = trace_scenarios(list(args.trace), args.window_steps, overrides, constants)
+        for scenario in scenarios:
+            print(f"{scenario.name}: deployment constants {_describe(scenario.costs)} (docs/cost-model.md; "
+                  f"set any with --deployment KEY=VALUE)", file=sys.stderr)
+        return "trace", scenarios
+    if getattr(args, "deployment", None):
+        raise UserError("--deployment sets the constants of --trace scenarios; the built-in suites carry their own")
     return args.suite, suite(args.suite)
+
+
+def deployment_constants(pairs: list[str]) -> dict[str, float]:
+    """KEY=VALUE flags as numbers (the names are checked against DeploymentCosts by the scenario)."""
+    constants: dict[str, float] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or not key or number is None:
+            raise UserError(f"--deployment {pair!r}: expected KEY=NUMBER, e.g. --deployment hidden_size=4096")
+        constants[key.strip()] = int(number) if number.is_integer() and "." not in value else number
+    return constants
+
+
+def _describe(costs: DeploymentCosts | None) -> str:
+    return ", ".join(f"{f.name}={getattr(costs, f.name)}" for f in fields(DeploymentCosts))
 
 
 def is_seed(path: Path) -> bool:

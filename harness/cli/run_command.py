@@ -33,7 +33,7 @@ VERB_FLAGS = {  # flag dest -> config key
     "name": "run.name", "runs_dir": "run.runs_dir", "iterations": "run.iterations",
     "max_time": "run.max_time_s", "max_cost": "run.max_cost", "seed": "run.seed",
     "concurrency": "run.concurrency", "fix_attempts": "run.fix_attempts", "suite": "evaluator.suite",
-    "device": "evaluator.device", "proposer": "proposer.kind", "api_base": "proposer.api_base",
+    "device": "evaluator.device", "objective": "evaluator.objective", "proposer": "proposer.kind", "api_base": "proposer.api_base",
     "replay_from": "proposer.replay_from", "islands": "population.islands", "workers": "run.workers",
     "executor": "run.executor", "ray_address": "run.ray_address",
 }
@@ -70,6 +70,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="random seed of the search")
     p.add_argument("--suite", help="suite candidates are scored on (default, quick)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--objective", choices=("efficiency", "balancedness"),
+                   help="what the search maximises: modelled deployment efficiency (default) or balancedness alone")
     p.add_argument("--proposer", choices=("llm", "mutate", "replay"))
     p.add_argument("--model", action="append", metavar="NAME[:WEIGHT]", help="LLM model (repeatable)")
     p.add_argument("--api-base", metavar="URL", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")

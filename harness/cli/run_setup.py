@@ -77,7 +77,8 @@ def eval_options(config: RunConfig, seed: Evaluation | None = None, device: str 
                     threads=ev.threads, sandbox=ev.sandbox, max_processes=ev.max_processes)
     seed_runtimes = {s.name: s.runtime_ms for s in seed.scenarios} if seed is not None else None
     return EvalOptions(device=device, rebalance_period_s=ev.rebalance_period_s, limits=limits,
-                       seed_runtime_ms=seed_runtimes, normalise_timing=ev.timing == "normalised")
+                       seed_runtime_ms=seed_runtimes, normalise_timing=ev.timing == "normalised",
+                       objective=ev.objective)
 
 
 def make_suites(config: RunConfig, seed: Evaluation | None = None, device: str | None = None) -> Suites:

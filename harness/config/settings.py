@@ -53,6 +53,9 @@ class EvaluatorSettings:
     suite: str = "default"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     rebalance_period_s: float = _limit(10.0, gt=0)
+    # What combined_score multiplies (evaluator.evaluate): the modelled deployment efficiency, or
+    # GPU-level balancedness alone (the peers' score, for comparison).
+    objective: Literal["efficiency", "balancedness"] = "efficiency"
     call_timeout_s: float = _limit(10.0, gt=0)  # one rebalance call
     deadline_s: float = _limit(300.0, gt=0)  # one whole evaluation
     memory_mb: int = _limit(4096, ge=64)

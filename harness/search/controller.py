@@ -163,7 +163,7 @@ class Controller:
 
     def _messages(self, parent: Candidate, island: int) -> tuple[dict[str, str], ...]:
         ctx = prompts.PromptContext(
-            task=prompts.TASK_STATEMENT,
+            task=prompts.task_statement(self.config.evaluator.objective),
             parent=prompts.ProgramView(parent.name, parent.description, parent.code, metrics(parent.evaluation),
                                        parent.evaluation.feedback if parent.evaluation else ""),
             inspirations=tuple(prompts.Inspiration(c.name, c.description, metrics(c.evaluation), c.code)

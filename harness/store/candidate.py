@@ -29,7 +29,8 @@ from harness.store.status import Status
 # evaluation summary, `log --json` and the report. A new field of `Evaluation` added here appears
 # in all of them.
 HEADLINE: dict[str, int] = {
-    "combined_score": 4, "balancedness": 4, "balancedness_slot": 4, "runtime_ms": 3, "speedup_vs_seed": 2,
+    "combined_score": 4, "efficiency": 4, "balancedness": 4, "fresh_balancedness": 4, "migrated_fraction": 4,
+    "nodes_per_token": 3, "balancedness_slot": 4, "runtime_ms": 3, "speedup_vs_seed": 2,
 }
 
 

@@ -13,9 +13,14 @@ import torch
 from paths import REPO
 
 SEED = REPO / "seed_program" / "eplb.py"
-SHAPE_FLAGS = ["--window-steps", "2", "--replicas", "24", "--groups", "4", "--nodes", "1", "--gpus", "4"]
+# 16 experts match no known model: the model's own cost-model constants come with the trace.
+MODEL_FLAGS = ["--deployment", "hidden_size=1024", "--deployment", "moe_intermediate_size=512",
+               "--deployment", "experts_per_token=2", "--deployment", "groups_per_token=2"]
+SHAPE_FLAGS = ["--window-steps", "2", "--replicas", "24", "--groups", "4", "--nodes", "1", "--gpus", "4", *MODEL_FLAGS]
 JSON_FIELDS = {"valid", "error", "combined_score", "balancedness", "balancedness_slot", "runtime_ms",
-               "speedup_vs_seed", "device", "sandbox", "feedback", "scenarios"}
+               "speedup_vs_seed", "device", "sandbox", "feedback", "scenarios", "deployment", "fresh_balancedness",
+               "objective"}
+DEPLOYMENT_FIELDS = {"efficiency", "migrated_fraction", "nodes_per_token", "modelled_ms"}
 
 
 def eplb(*args: str, cache: Path) -> subprocess.CompletedProcess:
@@ -52,6 +57,12 @@ def test_valid_program_prints_json_with_every_field_and_exits_0(trace, tmp_path)
     [scenario] = data["scenarios"]
     assert len(scenario["windows"]) == 7  # 10 windows, 2 held out, 8 for search -> 7 scored placements
     assert "balancedness" in data["feedback"]
+    assert data["objective"] == "efficiency" and data["fresh_balancedness"] is None  # a trace has no generator
+    for level in (data, scenario, scenario["windows"][-1]):
+        assert level["deployment"].keys() == DEPLOYMENT_FIELDS
+        assert 0 < level["deployment"]["efficiency"] <= 1
+        assert level["deployment"]["modelled_ms"].keys() == {"compute", "communication", "migration", "ideal"}
+    assert data["combined_score"] <= data["deployment"]["efficiency"]
 
 
 def test_runtimes_are_normalised_by_the_yardstick_unless_wall_clock_is_asked_for(trace, tmp_path):
@@ -121,6 +132,10 @@ def test_table_output_names_scenarios_and_validity(trace, tmp_path):
     result = eplb("eval", str(SEED), "--trace", str(trace), *SHAPE_FLAGS, "--no-speedup", cache=tmp_path)
     assert result.returncode == 0
     assert "trace" in result.stdout and "valid: yes" in result.stdout and "GPU bal" in result.stdout
+    assert "efficiency" in result.stdout and "nodes/tok" in result.stdout
+    # The constants in force are printed, the window length being the trace's own.
+    (said,) = [line for line in result.stderr.splitlines() if "deployment constants" in line]
+    assert "hidden_size=1024" in said and "steps_per_window=2" in said and "internode_bytes_per_s=50000000000.0" in said
 
 
 @pytest.mark.parametrize("make_args, message", [
@@ -133,6 +148,17 @@ def test_table_output_names_scenarios_and_validity(trace, tmp_path):
     (lambda t, p: ["eval", str(SEED), "--trace", str(p / "absent.json"), *SHAPE_FLAGS], "absent.json"),
     (lambda t, p: ["eval", str(SEED), "--trace", str(t), "--replicas", "25", "--gpus", "4"], "25"),
     (lambda t, p: ["eval", str(SEED), "--suite", "nope"], "nope"),
+    (lambda t, p: ["eval", str(SEED), "--trace", str(t), *SHAPE_FLAGS[:10]],
+     "16 experts per layer matches no known model; set the deployment constants hidden_size"),
+    (lambda t, p: ["eval", str(SEED), "--trace", str(t), *SHAPE_FLAGS, "--deployment", "internode_bytes_per_s=0"],
+     "internode_bytes_per_s"),
+    (lambda t, p: ["eval", str(SEED), "--trace", str(t), *SHAPE_FLAGS, "--deployment", "hidden_size=-4"],
+     "hidden_size"),
+    (lambda t, p: ["eval", str(SEED), "--trace", str(t), *SHAPE_FLAGS, "--deployment", "hiddensize=4"],
+     "unknown deployment constant hiddensize"),
+    (lambda t, p: ["eval", str(SEED), "--trace", str(t), *SHAPE_FLAGS, "--deployment", "hidden_size"],
+     "expected KEY=NUMBER"),
+    (lambda t, p: ["eval", str(SEED), "--suite", "quick", "--deployment", "hidden_size=4"], "--trace"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(trace, tmp_path, make_args, message):
     result = eplb(*make_args(trace, tmp_path), cache=tmp_path)
