@@ -98,7 +98,7 @@ def overhead(args: argparse.Namespace) -> bool:
                                 "run.concurrency": 1, "population.islands": 4})
     evaluations = make_evaluations(config)
     with contextlib.redirect_stderr(io.StringIO()):
-        seed = evaluate_seed(config, evaluations)  # the one real evaluation: the record every stand-in returns
+        seed = evaluate_seed(config, evaluations, None)  # the one real evaluation: the record every stand-in returns
     evaluations.shutdown()
     finished: list[float] = []
     proposer_s: list[float] = []
@@ -109,7 +109,7 @@ def overhead(args: argparse.Namespace) -> bool:
         def on_progress(c: Controller) -> None:
             finished.append(time.perf_counter())
 
-        controller = Controller(store, config, population, InstantProposer(), make_suites(config, seed.evaluation),
+        controller = Controller(store, config, population, InstantProposer(), make_suites(config, None, seed.evaluation),
                                 on_progress=on_progress,
                                 evaluations=InstantEvaluations(seed.evaluation, random.Random(0)))
         original_proposed = controller._proposed
@@ -152,7 +152,8 @@ def search(args: argparse.Namespace) -> bool:
             if code != 0:
                 print(f"seed {seed}: eplb-evolve run exited {code}: {err.getvalue().strip()}")
                 return False
-            entries = [json.loads(line) for line in (Path(tmp) / "search" / "journal.jsonl").open()]
+            lines = [json.loads(line) for line in (Path(tmp) / "search" / "journal.jsonl").open()]
+            entries = [e for e in lines if e.get("kind") != "call"]  # one outcome line per attempt
         attempts = [e for e in entries if e["attempt"] > 0]
         rows = {e["candidate_id"]: e for e in entries if e.get("candidate_id") is not None}
         seed_score = rows[0]["evaluation"]["combined_score"]

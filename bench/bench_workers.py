@@ -73,7 +73,7 @@ def _search(folder: Path, root: Candidate, attempts: int, workers: int) -> tuple
     try:
         with RunStore.create(folder / f"w{workers}-{time.monotonic_ns()}", dump_toml(config), root) as store:
             controller = Controller(store, config, make_population(config, [root], store.next_attempt),
-                                    InstantProposer(), make_suites(config, root.evaluation, "cpu"),
+                                    InstantProposer(), make_suites(config, None, root.evaluation, "cpu"),
                                     evaluations=evaluations)
             started = time.perf_counter()
             tally = controller.run()
@@ -94,7 +94,7 @@ def ceiling() -> float:
 
 
 def throughput(args: argparse.Namespace) -> bool:
-    suites = make_suites(_config(args.attempts, 1), device="cpu")
+    suites = make_suites(_config(args.attempts, 1), None, device="cpu")
     warm = LocalEvaluations.on_this_machine("cpu", 1, 2)  # both slots' worker processes, reused by every round
     root = _root(suites, warm)
     [f.result() for f in [warm.submit(EvalJob(root.code, PROGRAM.name, suites)) for _ in range(2)]]
@@ -132,7 +132,7 @@ def ray_overhead(args: argparse.Namespace) -> bool:
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     remote = RayEvaluations.connect(None, "cpu", 1, 1)
     local = LocalEvaluations.on_this_machine("cpu", 1, 1)
-    job = EvalJob(PROGRAM.read_text(encoding="utf-8"), PROGRAM.name, make_suites(_config(1, 1), device="cpu"))
+    job = EvalJob(PROGRAM.read_text(encoding="utf-8"), PROGRAM.name, make_suites(_config(1, 1), None, device="cpu"))
 
     def timed(evaluations: Evaluations) -> float:
         started = time.perf_counter()

@@ -105,14 +105,14 @@ def _plots() -> ModuleType:
     return report_plots
 
 
-def _read_run(path: Path) -> tuple[list[Candidate], list[dict[str, Any]], str]:
+def _read_run(path: Path) -> tuple[list[Candidate], list[dict[str, Any]], str, int | None]:
     with RunStore.open(path, readonly=True) as store:
-        candidates, journal = store.load_candidates(), store.load_journal()
+        candidates, journal, secret = store.load_candidates(), store.load_journal(), store.secret
         try:
             config_text = store.config_path.read_text(encoding="utf-8")
         except OSError as error:
             raise UserError(f"{store.config_path}: cannot read the run's configuration ({error})") from None
-    return candidates, journal, config_text
+    return candidates, journal, config_text, secret
 
 
 def _rows(candidates: list[Candidate], top: int, baselines: list[tuple[str, str, Evaluation]],
@@ -179,11 +179,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--top {args.top}: show at least one program")
     plots = _plots()
     path = resolve_run(args.run_name, args.runs_dir)
-    candidates, journal, config_text = _read_run(path)
+    candidates, journal, config_text, secret = _read_run(path)
     config = load_config(path / CONFIG)
     out = _report_folder(path)
     suite_name = config.evaluator.suite
-    cache = EvaluationCache(out / CACHE, suite_name, suite(suite_name), eval_options(config))
+    # The run's own windows (its secret), so the baselines' and held-out figures stand beside its scores.
+    cache = EvaluationCache(out / CACHE, suite_name, suite(suite_name, secret), eval_options(config))
     baselines = _baselines(cache)
     rows = _rows(candidates, args.top, baselines, cache, args.heldout)
     figures = _figures(plots, out, candidates, journal, config.population.islands, baselines)

@@ -20,6 +20,7 @@ from harness.cli.run_setup import (
     make_population,
     make_proposer,
     make_suites,
+    run_secret,
     run_path,
 )
 from harness.config.settings import RunConfig, dump_toml, load_config
@@ -200,7 +201,7 @@ def _drive(store: RunStore, config: RunConfig, evaluations: Evaluations, propose
     recording = load_recording(config)
     population = make_population(config, candidates, store.next_attempt)
     progress = _progress(store, config.run.iterations, quiet)
-    suites = make_suites(config, seed.evaluation, evaluations.device)
+    suites = make_suites(config, store.secret, seed.evaluation, evaluations.device)
     controller = Controller(store, config, population, proposer, suites, evaluations, on_progress=progress,
                             recording=recording)
     started = time.monotonic()
@@ -262,7 +263,8 @@ def run(args: argparse.Namespace) -> int:
             print("no model configured: using the offline 'mutate' proposer (pass --model and --api-base for an "
                   "LLM)", file=sys.stderr)
         config = replace(config, run=replace(config.run, name=path.name))
-        with RunStore.create(path, dump_toml(config), evaluate_seed(config, evaluations)) as store:
+        secret = run_secret(config)
+        with RunStore.create(path, dump_toml(config), evaluate_seed(config, evaluations, secret), secret) as store:
             return _drive(store, config, evaluations, proposer, args.no_progress)
     finally:
         evaluations.shutdown()

@@ -15,7 +15,7 @@ from evaluator.errors import UserError
 from evaluator.evaluate import EvalOptions
 from evaluator.records import Evaluation
 from evaluator.sandbox.candidate_process import Limits
-from evaluator.workloads.scenarios import suite
+from evaluator.workloads.scenarios import new_secret, suite
 from harness.config.settings import RunConfig
 from harness.execution.executors import EvalJob, Evaluations, Suites
 from harness.execution.local_slots import LocalEvaluations, local_device
@@ -25,7 +25,7 @@ from harness.proposers.replay import ReplayProposer
 from harness.search.population import Population
 from harness.search.recording import Recorded, read_recording
 from harness.store.candidate import Candidate, code_hash
-from harness.store.run_store import resolve_run
+from harness.store.run_store import RunStore, resolve_run
 from harness.store.status import Status
 from seed_program import SEED_PATH
 
@@ -81,17 +81,28 @@ def eval_options(config: RunConfig, seed: Evaluation | None = None, device: str 
                        objective=ev.objective)
 
 
-def make_suites(config: RunConfig, seed: Evaluation | None = None, device: str | None = None) -> Suites:
+def make_suites(config: RunConfig, secret: int | None, seed: Evaluation | None = None,
+                device: str | None = None) -> Suites:
+    """The run's suites, with window dynamics drawn from the run's `secret` (None: the published windows):
+    a candidate cannot regenerate windows it has not been given."""
     ev = config.evaluator
-    quick = tuple(suite("quick")) if ev.cascade and ev.suite != "quick" else None
-    return Suites(name=ev.suite, scenarios=tuple(suite(ev.suite)), options=eval_options(config, seed, device),
+    quick = tuple(suite("quick", secret)) if ev.cascade and ev.suite != "quick" else None
+    return Suites(name=ev.suite, scenarios=tuple(suite(ev.suite, secret)), options=eval_options(config, seed, device),
                   quick=quick, cascade_margin=ev.cascade_margin)
 
 
-def evaluate_seed(config: RunConfig, evaluations: Evaluations) -> Candidate:
+def run_secret(config: RunConfig) -> int | None:
+    """A new run's window secret: a fresh one, or, for a replay, the recorded run's (so its scores compare)."""
+    if config.proposer.kind == "replay":
+        with RunStore.open(resolve_run(config.proposer.replay_from or "", config.run.runs_dir), readonly=True) as store:
+            return store.secret
+    return new_secret()
+
+
+def evaluate_seed(config: RunConfig, evaluations: Evaluations, secret: int | None) -> Candidate:
     """The root of every run: the shipped seed program, evaluated on the run's full suite where its
     candidates will be (the same kind of worker, so their speeds compare)."""
-    suites = replace(make_suites(config, device=evaluations.device), quick=None)
+    suites = replace(make_suites(config, secret, device=evaluations.device), quick=None)
     print(f"evaluating the seed on the '{suites.name}' suite ...", file=sys.stderr)
     code = SEED_PATH.read_text(encoding="utf-8")
     _, evaluation = evaluations.submit(EvalJob(code, SEED_PATH.name, suites)).result()

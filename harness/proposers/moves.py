@@ -201,8 +201,172 @@ _SNAKE_PLACEMENT = Move(
         "    rank = torch.empty_like(order).scatter_(-1, order, lap.expand_as(order))\n"),),
 )
 
+_KEEP_GPUS_IN_PLACE = Move(
+    name="keep_gpus_in_place",
+    description=(
+        "Migrate fewer experts: at every rebalance a GPU must copy in (~44 MB per DeepSeek-V3 expert) each "
+        "expert it did not hold under the placement in force. Which physical node takes which node-pack, and "
+        "which GPU of a node takes which GPU-pack, is arbitrary: any relabelling keeps every GPU's load and "
+        "which experts share a node or a GPU, so balance and traffic stay exactly. Remember the placement "
+        "returned per deployment (the state is keyed by the call's shape and arguments; the entry point is "
+        "not given the placement in force) and relabel each new placement to overlap the last one most: "
+        "nodes first, then GPUs within matched nodes (greedy, largest overlap first), then keep each kept "
+        "expert in its old slot."),
+    weight=3.0,
+    marker="_IN_FORCE: dict[",
+    edits=(
+        ("def rebalance_experts_hierarchical(\n",
+         '''\
+# The placement last returned for each deployment (shape and arguments): the placement in force at
+# the next call, which the entry point is not given.
+_IN_FORCE: dict[tuple[int, ...], torch.Tensor] = {}
+
+
+def greedy_matching(overlap: torch.Tensor) -> torch.Tensor:
+    """[X, n] the old unit of each new unit: pairs taken largest `overlap` [X, n, n] (>= 0) first, each unit once."""
+    num_rows, n, _ = overlap.shape
+    overlap = overlap.clone()
+    rows = torch.arange(num_rows)
+    old_of_new = torch.empty(num_rows, n, dtype=torch.int64)
+    for _ in range(n):
+        pair = overlap.flatten(1).argmax(-1)
+        new, old = pair // n, pair % n
+        old_of_new[rows, new] = old
+        overlap[rows, new, :] = -1.0
+        overlap[rows, :, old] = -1.0
+    return old_of_new
+
+
+def keep_slots(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Each row of `new` [X, S] reordered so that an expert `old` held in a slot stays in that slot."""
+    kept = torch.full_like(new, -1)
+    free = torch.ones_like(new, dtype=torch.bool)
+    for slot in range(new.shape[1]):
+        match = (new == old[:, slot:slot + 1]) & free
+        rows = match.any(-1).nonzero().squeeze(-1)
+        pick = match[rows].int().argmax(-1)  # the first free copy
+        kept[rows, slot] = new[rows, pick]
+        free[rows, pick] = False
+    kept[kept < 0] = new[free]  # the rest fill the other slots in order, row by row
+    return kept
+
+
+def keep_gpus_in_place(phy2log: torch.Tensor, previous: torch.Tensor, num_experts: int, num_nodes: int,
+                       num_gpus: int) -> torch.Tensor:
+    """`phy2log` with each node's contents moved to the physical node, and each GPU's to the GPU of that node,
+    which held most of its experts in `previous`; kept experts stay in their slots. A relabelling keeps
+    every GPU's load and which experts share a node or GPU: balance and traffic are unchanged."""
+    num_layers, num_slots = phy2log.shape
+    per_gpu, gpus_per_node = num_slots // num_gpus, num_gpus // num_nodes
+
+    def on_gpus(placement: torch.Tensor) -> torch.Tensor:
+        """[L, G, E] copies of each expert on each GPU."""
+        counts = torch.zeros(num_layers, num_gpus, num_experts)
+        return counts.scatter_add_(2, placement.view(num_layers, num_gpus, per_gpu), torch.ones(1).expand(
+            num_layers, num_gpus, per_gpu))
+
+    new, held = on_gpus(phy2log), on_gpus(previous).clamp_max(1)
+    # Nodes first (an expert still on its node comes over NVLink, not a NIC), then GPUs within them.
+    by_node = (num_layers, num_nodes, gpus_per_node, num_experts)
+    node = greedy_matching(new.view(by_node).sum(2) @ held.view(by_node).amax(2).transpose(1, 2))
+    overlap = (new @ held.transpose(1, 2)).view(num_layers, num_nodes, gpus_per_node, num_nodes, gpus_per_node)
+    within = overlap.transpose(2, 3)[torch.arange(num_layers).unsqueeze(-1), torch.arange(num_nodes), node]
+    local = greedy_matching(within.flatten(0, 1)).view(num_layers, num_nodes, gpus_per_node)
+    gpu = (node.unsqueeze(-1) * gpus_per_node + local).view(num_layers, num_gpus, 1).expand(-1, -1, per_gpu)
+    moved = torch.empty_like(phy2log).view(num_layers, num_gpus, per_gpu)
+    moved.scatter_(1, gpu, phy2log.view(num_layers, num_gpus, per_gpu))
+    return keep_slots(moved.view(-1, per_gpu), previous.reshape(-1, per_gpu)).view(num_layers, num_slots)
+
+
+def settle(weight: torch.Tensor, phy2log: torch.Tensor, num_groups: int, num_nodes: int,
+           num_gpus: int) -> torch.Tensor:
+    """The placement to return, moved as little as it can be from the placement in force for this deployment
+    (the last one returned for the same shape and arguments); remembered for the next call."""
+    key = (*weight.shape, phy2log.shape[1], num_groups, num_nodes, num_gpus)
+    previous = _IN_FORCE.get(key)
+    if previous is not None:
+        phy2log = keep_gpus_in_place(phy2log, previous, weight.shape[1], num_nodes, num_gpus)
+    _IN_FORCE[key] = phy2log
+    return phy2log
+
+
+def rebalance_experts_hierarchical(
+'''),
+        ("    return mlog2log.gather(-1, slot2mlog)\n",
+         "    return settle(weight, mlog2log.gather(-1, slot2mlog), num_groups, num_nodes, num_gpus)\n"),
+    ),
+)
+
+_KEEP_LAYERS_THAT_FIT = Move(
+    name="keep_layers_that_fit",
+    description=(
+        "Re-place a layer only when it pays: per layer, keep the placement in force while its busiest GPU, "
+        "on this window's loads, carries at most `slack` (5%) more than the new placement's. Re-placing a "
+        "layer copies most of its experts (~44 MB each for DeepSeek-V3), and the new placement's edge is "
+        "in-sample: the next window takes most of it back. Builds on keep_gpus_in_place's memory of the "
+        "placement in force; `slack` is worth tuning."),
+    weight=3.0,
+    marker="def keep_layers_that_fit(",
+    edits=(
+        ("def rebalance_experts_hierarchical(\n",
+         '''\
+def keep_layers_that_fit(weight: torch.Tensor, phy2log: torch.Tensor, previous: torch.Tensor, num_gpus: int,
+                         slack: float = 0.05) -> torch.Tensor:
+    """Per layer, `previous` where its busiest GPU on `weight` carries at most 1 + `slack` times phy2log's."""
+    def busiest(placement: torch.Tensor) -> torch.Tensor:
+        count = torch.zeros_like(weight).scatter_add_(1, placement, torch.ones_like(placement, dtype=weight.dtype))
+        return (weight / count.clamp_min(1)).gather(1, placement).view(len(placement), num_gpus, -1).sum(-1).amax(-1)
+
+    keep = busiest(previous) <= (1 + slack) * busiest(phy2log)
+    return torch.where(keep.unsqueeze(-1), previous, phy2log)
+
+
+def rebalance_experts_hierarchical(
+'''),
+        ("        phy2log = keep_gpus_in_place(phy2log, previous, weight.shape[1], num_nodes, num_gpus)\n",
+         "        phy2log = keep_gpus_in_place(phy2log, previous, weight.shape[1], num_nodes, num_gpus)\n"
+         "        phy2log = keep_layers_that_fit(weight, phy2log, previous, num_gpus)\n"),
+    ),
+)
+
+_SMOOTH_LOADS = Move(
+    name="smooth_loads",
+    description=(
+        "Forecast with more than one window: the placement is scored on the next window, and one window's "
+        "loads carry batch noise that does not persist. Keep each layer's load shares as an exponential "
+        "average over the windows of this deployment (state keyed by the call's shape and arguments) and "
+        "place on the average; a window uncorrelated with the average (a new stream) restarts it. The "
+        "memory (0.5) is worth tuning."),
+    weight=2.0,
+    marker="_LOAD_HISTORY: dict[",
+    edits=(
+        ("def place_experts(\n",
+         '''\
+# Each deployment's averaged load shares [L, E] (keyed by shape and arguments).
+_LOAD_HISTORY: dict[tuple[int, ...], torch.Tensor] = {}
+
+
+def smoothed_loads(weight: torch.Tensor, key: tuple[int, ...], memory: float = 0.5) -> torch.Tensor:
+    """Each layer's load shares averaged with this deployment's past windows (weight `memory` on the past);
+    a window uncorrelated with the past (another stream) restarts the average."""
+    share = weight / weight.sum(-1, keepdim=True).clamp_min(1e-9)
+    past = _LOAD_HISTORY.get(key)
+    if past is not None and torch.corrcoef(torch.stack([past.flatten(), share.flatten()]))[0, 1] > 0.5:
+        share = memory * past + (1 - memory) * share
+    _LOAD_HISTORY[key] = share
+    return share
+
+
+def place_experts(
+'''),
+        ("    weight = weight.detach().float().cpu()\n",
+         "    weight = weight.detach().float().cpu()\n"
+         "    weight = smoothed_loads(weight, (*weight.shape, num_replicas, num_groups, num_nodes, num_gpus))\n"),
+    ),
+)
+
 LIBRARY: tuple[Move, ...] = (_GLOBAL_POLICY, _VECTORISED_PACKING, _SHRINK_LOADS, _SWAP_REFINEMENT,
-                             _SNAKE_PLACEMENT)
+                             _SNAKE_PLACEMENT, _KEEP_GPUS_IN_PLACE, _KEEP_LAYERS_THAT_FIT, _SMOOTH_LOADS)
 
 
 def applicable(code: str) -> list[Move]:

@@ -60,6 +60,9 @@ from harness.store.files import atomic_write
 from harness.store.status import Status
 
 CONFIG, JOURNAL, ARTIFACTS, LOCK = "config.toml", "journal.jsonl", "artifacts", "eplb-evolve.lock"
+# The run's window secret (evaluator.workloads.scenarios.suite(name, secret)): inside .git/, so no
+# commit, clone or push carries it, readable by the owner only (candidates run under other uids).
+SECRET = "eplb-windows.secret"
 _KIND_RE = re.compile(r"^[a-z0-9_]+$")
 LOCK_WAIT_S = 0.5
 
@@ -134,9 +137,10 @@ class RunStore:
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: Path | str, config_toml_text: str, seed: Candidate) -> RunStore:
-        """A new run whose root commit is `seed`. Built in a temporary sibling directory and
-        renamed into place, so a crash mid-creation leaves no half-made run behind."""
+    def create(cls, path: Path | str, config_toml_text: str, seed: Candidate, secret: int | None = None) -> RunStore:
+        """A new run whose root commit is `seed`, scored on windows drawn from `secret` (None: the
+        published windows). Built in a temporary sibling directory and renamed into place, so a
+        crash mid-creation leaves no half-made run behind."""
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise UserError(f"{path}: already exists and is not empty; resume that run, pick another "
@@ -149,6 +153,8 @@ class RunStore:
         repo = gitpop.init_repo(building)
         lock_fd = _lock(Path(repo.git_dir))
         (building / CONFIG).write_text(config_toml_text, encoding="utf-8")
+        if secret is not None:
+            _write_secret(Path(repo.git_dir) / SECRET, secret)
         store = cls(building, repo, lock_fd)
         store.set_best(store.commit(seed, {"calls": []}))
         store.next_attempt = 1
@@ -157,6 +163,22 @@ class RunStore:
         store.path = path
         store._repo = gitpop.open_repo(path)
         return store
+
+    @property
+    def secret(self) -> int | None:
+        """The secret the run's windows are drawn from; None for a run scored on the published
+        windows (every run made before runs had secrets)."""
+        path = Path(self._repo.git_dir) / SECRET
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserError(f"{path}: cannot read the run's window secret ({error})") from None
+        if not text.isdigit():
+            raise UserError(f"{path}: the run's window secret is damaged (not a non-negative integer); its scores "
+                            f"cannot be reproduced: start a new run")
+        return int(text)
 
     @classmethod
     def open(cls, path: Path | str, *, readonly: bool = False) -> RunStore:
@@ -373,3 +395,10 @@ def resolve_run(name_or_path: str | Path, runs_dir: Path | str) -> Path:
     known = f"runs in {runs_dir}: {', '.join(existing)}" if existing else f"there are no runs in {runs_dir}"
     raise UserError(f"unknown run '{name_or_path}': neither a run directory nor a name under "
                     f"{runs_dir}; {known}")
+
+
+def _write_secret(path: Path, secret: int) -> None:
+    """The secret, created owner-only (0600) and never through an existing file or link."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(f"{secret}\n")

@@ -26,11 +26,13 @@ import pytest
 from openai_server import FakeOpenAIServer, ok
 from paths import REPO
 
+from evaluator.workloads.scenarios import suite
 from harness.cli.main import main
 from harness.proposers.moves import LIBRARY
 from harness.proposers.mutate import format_response
 from harness.proposers.prompts import build_cut_off_message
 from harness.store import journal as journal_file
+from harness.store.run_store import SECRET as WINDOW_SECRET
 
 ROOT = REPO
 _SCRIPT = Path(sys.executable).with_name("eplb-evolve")
@@ -251,6 +253,24 @@ def test_best_tag_island_branches_and_ignored_run_files(offline):
     assert git(run, "status", "--porcelain") == ""
 
 
+def _digests(run: Path, commit: str) -> dict[str, str]:
+    evaluation = json.loads(git(run, "show", f"{commit}:metrics.json"))["evaluation"]
+    return {s["name"]: s["windows_digest"] for s in evaluation["scenarios"]}
+
+
+def test_the_run_scores_on_its_own_secret_windows_and_resume_keeps_them(offline):
+    secret = offline.path / ".git" / WINDOW_SECRET
+    assert secret.stat().st_mode & 0o777 == 0o600 and secret.read_text().strip().isdigit()
+    assert not git(offline.path, "log", "--all", "--format=", "--name-only").count(WINDOW_SECRET)  # never committed
+    refs = candidate_refs(offline.path)
+    seed = _digests(offline.path, refs[0])
+    published = {s.name: s.windows_digest(False) for s in suite("quick")}
+    assert seed.keys() == published.keys() and all(seed[n] != published[n] for n in seed)
+    # Every candidate, before the kill -9 and after both resumes, was scored on the run's windows.
+    valid = [c for c in refs if json.loads(git(offline.path, "show", f"{refs[c]}:metrics.json"))["evaluation"]["valid"]]
+    assert len(valid) > 1 and all(_digests(offline.path, refs[c]) == seed for c in valid)
+
+
 # -- LLM runs through the command line --------------------------------------------------------------
 
 MOVES = {move.name: move for move in LIBRARY}
@@ -374,6 +394,9 @@ def test_the_api_key_is_written_nowhere(llm_runs):
 
 def test_a_replay_reproduces_the_same_candidates_in_the_same_order(llm_runs):
     assert llm_runs.replayed.code == 0, llm_runs.replayed
+    # on the same windows: the recorded run's secret
+    secrets = [(llm_runs.runs / run / ".git" / WINDOW_SECRET).read_text() for run in ("replayed", "llm")]
+    assert secrets[0] == secrets[1]
     original = outcome_lines(llm_runs.runs / "llm")
     replayed = outcome_lines(llm_runs.runs / "replayed")
 
