@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 
 from evaluator import fresh_stream
+from evaluator.errors import UserError
 from evaluator.records import DeploymentFigures, Evaluation, ModelledTime, ScenarioResult, WindowResult
 from evaluator.sandbox.candidate_process import CallResult, CandidateFailure, CandidateProcess, Limits
 from evaluator.scoring import cost_model, fresh_check, metrics
@@ -79,10 +80,13 @@ class _Invalid(Exception):
         self.detail = detail
 
 
-def resolve_device(requested: str) -> str:
-    """'auto' means the GPU when there is one: candidates are then timed where they would run."""
+def resolve_device(requested: str, where: str = "device") -> str:
+    """The device candidates run on here: 'auto' means the GPU when there is one (candidates are then
+    timed where they would run); UserError naming `where` (the flag or setting) for 'cuda' without one."""
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"{where} cuda: no CUDA device is visible here; use cpu or auto")
     return requested
 
 

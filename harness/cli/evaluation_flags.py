@@ -38,11 +38,7 @@ def add_limit_flags(p: argparse.ArgumentParser) -> None:
 
 
 def options_from(args: argparse.Namespace) -> EvalOptions:
-    device = resolve_device(args.device)
-    if device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA device is visible here; use --device cpu or auto")
+    device = resolve_device(args.device, "--device")
     if args.period <= 0 or args.threads < 1 or args.call_timeout <= 0 or args.deadline <= 0:
         raise UserError("--period, --call-timeout and --deadline must be > 0 and --threads >= 1")
     limits = Limits(deadline_s=args.deadline, call_timeout_s=args.call_timeout, memory_mb=args.memory_mb,

@@ -12,13 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from evaluator.errors import UserError
-from evaluator.evaluate import EvalOptions
+from evaluator.evaluate import EvalOptions, resolve_device
 from evaluator.records import Evaluation
 from evaluator.sandbox.candidate_process import Limits
 from evaluator.workloads.scenarios import new_secret, suite
 from harness.config.settings import RunConfig
 from harness.execution.executors import EvalJob, Evaluations, Suites
-from harness.execution.local_slots import LocalEvaluations, local_device
+from harness.execution.local_slots import LocalEvaluations
 from harness.proposers.base import Proposer
 from harness.proposers.mutate import MutateProposer
 from harness.proposers.replay import ReplayProposer
@@ -72,7 +72,7 @@ def make_evaluations(config: RunConfig) -> Evaluations:
 def eval_options(config: RunConfig, seed: Evaluation | None = None, device: str | None = None) -> EvalOptions:
     """`device`: where candidates run, as the executor resolved it; None: this machine's."""
     ev = config.evaluator
-    device = device or local_device(ev.device)
+    device = device or resolve_device(ev.device, "[evaluator] device")
     limits = Limits(deadline_s=ev.deadline_s, call_timeout_s=ev.call_timeout_s, memory_mb=ev.memory_mb,
                     threads=ev.threads, sandbox=ev.sandbox, max_processes=ev.max_processes)
     seed_runtimes = {s.name: s.runtime_ms for s in seed.scenarios} if seed is not None else None

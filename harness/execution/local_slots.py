@@ -77,14 +77,6 @@ def plan_slots(workers: int | None, threads: int, cores: Sequence[Sequence[int]]
     return tuple(Slot(groups[i], None if gpus is None else gpus[i]) for i in range(count))
 
 
-def local_device(requested: str) -> str:
-    """The device candidates run on here; "auto" means the GPU when there is one."""
-    device = resolve_device(requested)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("[evaluator] device = \"cuda\" but no CUDA device is visible; use \"auto\" or \"cpu\"")
-    return device
-
-
 def visible_gpus() -> list[str]:
     """This process's GPUs, as the CUDA_VISIBLE_DEVICES entries that name them to a child."""
     count = torch.cuda.device_count()
@@ -226,7 +218,7 @@ class LocalEvaluations:
 
     @classmethod
     def on_this_machine(cls, requested_device: str, threads: int, workers: int | None) -> LocalEvaluations:
-        device = local_device(requested_device)
+        device = resolve_device(requested_device, "[evaluator] device")
         gpus = visible_gpus() if device == "cuda" else None
         return cls(plan_slots(workers, threads, physical_cores(os.sched_getaffinity(0)), gpus), device)
 

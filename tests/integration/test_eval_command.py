@@ -170,3 +170,10 @@ def test_user_mistakes_are_one_line_and_exit_2(trace, tmp_path, make_args, messa
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asking for CUDA is a mistake only where there is none")
+def test_asking_for_cuda_without_a_gpu_is_one_line_naming_the_flag(tmp_path):
+    result = eplb("eval", str(SEED), "--suite", "quick", "--device", "cuda", cache=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "eplb-evolve: error: --device cuda: no CUDA device is visible here; use cpu or auto")
