@@ -22,11 +22,12 @@ from pathlib import Path
 
 import torch
 
-from evaluator.scoring import metrics
 from evaluator.evaluate import EvalOptions, evaluate
-from evaluator.workloads.scenarios import suite
+from evaluator.scoring import metrics
 from evaluator.scoring.validate import validate_placement
+from evaluator.workloads.scenarios import suite
 from seed_program import SEED_PATH
+
 
 def _verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
@@ -65,7 +66,7 @@ def scoring_per_window() -> float:
     outputs = seed.rebalance_experts(windows[0], s.num_replicas, s.num_groups, s.num_nodes, s.num_gpus)
     torch.set_num_threads(1)
     times = []
-    for i in range(40):
+    for _ in range(40):
         t = time.perf_counter()
         assert validate_placement(outputs, s) is None
         metrics.placement_balancedness(windows[1], outputs[0], outputs[2], s.num_gpus)

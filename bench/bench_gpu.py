@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from evaluator.scoring import metrics  # noqa: E402
 from evaluator.baselines import vectorized_seed  # noqa: E402
 from evaluator.evaluate import EvalOptions, evaluate  # noqa: E402
 from evaluator.records import Evaluation  # noqa: E402
+from evaluator.scoring import metrics  # noqa: E402
 from evaluator.workloads.scenarios import suite  # noqa: E402
 from seed_program import SEED_PATH  # noqa: E402
 

@@ -45,12 +45,12 @@ sys.path.insert(0, str(ROOT))
 
 from evaluator.records import Evaluation  # noqa: E402
 from harness.cli.main import main as cli_main  # noqa: E402
+from harness.cli.run_setup import evaluate_seed, make_evaluations, make_population, make_suites  # noqa: E402
 from harness.config.settings import dump_toml, load_config  # noqa: E402
-from harness.search.controller import Controller  # noqa: E402
 from harness.execution.executors import EvalJob  # noqa: E402
 from harness.proposers.base import Proposal, ProposalRequest  # noqa: E402
 from harness.proposers.mutate import format_response  # noqa: E402
-from harness.cli.run_setup import evaluate_seed, make_evaluations, make_population, make_suites  # noqa: E402
+from harness.search.controller import Controller  # noqa: E402
 from harness.store.run_store import RunStore  # noqa: E402
 
 BUDGET_MS = 50.0
@@ -109,7 +109,8 @@ def overhead(args: argparse.Namespace) -> bool:
         def on_progress(c: Controller) -> None:
             finished.append(time.perf_counter())
 
-        controller = Controller(store, config, population, InstantProposer(), make_suites(config, None, seed.evaluation),
+        suites = make_suites(config, None, seed.evaluation)
+        controller = Controller(store, config, population, InstantProposer(), suites,
                                 on_progress=on_progress,
                                 evaluations=InstantEvaluations(seed.evaluation, random.Random(0)))
         original_proposed = controller._proposed

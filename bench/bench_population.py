@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from candidate_factory import candidate  # noqa: E402
-from harness.store.candidate import code_hash  # noqa: E402
+
 from harness.config.settings import PopulationSettings  # noqa: E402
 from harness.search.population import Population  # noqa: E402
+from harness.store.candidate import code_hash  # noqa: E402
 from harness.store.run_store import RunStore  # noqa: E402
 
 SEED_CODE = (ROOT / "seed_program" / "eplb.py").read_text()

@@ -32,12 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_harness import InstantProposer  # noqa: E402
-from harness.store.candidate import Candidate, code_hash  # noqa: E402
+
+from harness.cli.run_setup import make_population, make_suites  # noqa: E402
 from harness.config.settings import RunConfig, dump_toml, load_config  # noqa: E402
-from harness.search.controller import Controller  # noqa: E402
 from harness.execution.executors import EvalJob, Evaluations, Suites  # noqa: E402
 from harness.execution.local_slots import LocalEvaluations  # noqa: E402
-from harness.cli.run_setup import make_population, make_suites  # noqa: E402
+from harness.search.controller import Controller  # noqa: E402
+from harness.store.candidate import Candidate, code_hash  # noqa: E402
 from harness.store.run_store import RunStore  # noqa: E402
 
 THROUGHPUT_TARGET = 1.6

@@ -104,7 +104,7 @@ class Evaluation:
         return asdict(self)
 
     @staticmethod
-    def from_dict(data: dict[str, Any]) -> "Evaluation":
+    def from_dict(data: dict[str, Any]) -> Evaluation:
         scenarios = tuple(
             _scenario_from_dict(s) for s in data.get("scenarios", ())
         )
@@ -132,7 +132,7 @@ class Evaluation:
 
     @staticmethod
     def invalid(error: str, feedback: str, *, device: str, sandbox: str, suite: str, heldout: bool,
-                wall_s: float = 0.0) -> "Evaluation":
+                wall_s: float = 0.0) -> Evaluation:
         """A failed evaluation: scores are zero so it can never be bred from by accident."""
         return Evaluation(valid=False, error=error, combined_score=0.0, balancedness=0.0,
                           balancedness_slot=0.0, balancedness_insample=0.0, bound_gap=0.0,
@@ -154,7 +154,8 @@ def _deployment_from_dict(data: dict[str, Any] | None) -> DeploymentFigures | No
 
 
 def _scenario_from_dict(data: dict[str, Any]) -> ScenarioResult:
-    windows = tuple(WindowResult(**{**_known(WindowResult, w), "deployment": _deployment_from_dict(w.get("deployment"))})
+    windows = tuple(WindowResult(**{**_known(WindowResult, w),
+                                    "deployment": _deployment_from_dict(w.get("deployment"))})
                     for w in data.get("windows", ()))
     return ScenarioResult(**{**_known(ScenarioResult, data), "windows": windows,
                              "deployment": _deployment_from_dict(data.get("deployment"))})

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from evaluator.timing import json_cache, timing_reference
 from evaluator.evaluate import EvalOptions, evaluate
+from evaluator.timing import json_cache, timing_reference
 from evaluator.workloads.scenarios import Scenario
 from seed_program import SEED_PATH
 

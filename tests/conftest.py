@@ -6,7 +6,7 @@ from tests/unit and tests/integration alike. Tests marked `gpu` skip where CUDA 
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from openai_server import FakeOpenAIServer

@@ -104,7 +104,7 @@ class _Filter:
     windows: int = 0  # windows taken since the history (re)started
 
     @classmethod
-    def fresh(cls, num_layers: int, num_experts: int) -> "_Filter":
+    def fresh(cls, num_layers: int, num_experts: int) -> _Filter:
         """No history: popularity and drift unknown around the layer mean, drift at its stationary spread.
 
         The popularity prior makes the first forecast exactly SHRINK * the window's centred logs

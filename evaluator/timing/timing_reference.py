@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import platform
 import statistics
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

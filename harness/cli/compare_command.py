@@ -15,9 +15,9 @@ import argparse
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from evaluator.baselines import baseline_label, baseline_paths
@@ -27,6 +27,7 @@ from evaluator.sandbox.text import printable
 from evaluator.workloads.scenarios import suite_names
 from harness.cli.evaluation_flags import add_limit_flags, check_program_file, is_seed, options_from, scenarios_from
 from seed_program import SEED_PATH
+
 
 @dataclass(frozen=True)
 class Entry:

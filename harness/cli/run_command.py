@@ -20,8 +20,8 @@ from harness.cli.run_setup import (
     make_population,
     make_proposer,
     make_suites,
-    run_secret,
     run_path,
+    run_secret,
 )
 from harness.config.settings import RunConfig, dump_toml, load_config
 from harness.execution.executors import Evaluations
@@ -34,7 +34,8 @@ VERB_FLAGS = {  # flag dest -> config key
     "name": "run.name", "runs_dir": "run.runs_dir", "iterations": "run.iterations",
     "max_time": "run.max_time_s", "max_cost": "run.max_cost", "seed": "run.seed",
     "concurrency": "run.concurrency", "fix_attempts": "run.fix_attempts", "suite": "evaluator.suite",
-    "device": "evaluator.device", "objective": "evaluator.objective", "proposer": "proposer.kind", "api_base": "proposer.api_base",
+    "device": "evaluator.device", "objective": "evaluator.objective", "proposer": "proposer.kind",
+    "api_base": "proposer.api_base",
     "replay_from": "proposer.replay_from", "islands": "population.islands", "workers": "run.workers",
     "executor": "run.executor", "ray_address": "run.ray_address",
 }

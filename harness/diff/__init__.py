@@ -2,9 +2,10 @@
 block in the program, guard the edit, and apply it. Imports nothing else of ours."""
 
 from harness.diff.errors import EngineError
-from harness.diff.response import Response, ResponseError, EditBlock, parse_response
-from harness.diff.matching import MatchError, locate
 from harness.diff.guards import GuardError, find_regions
+from harness.diff.matching import MatchError, locate
 from harness.diff.patch import BlockOutcome, PatchResult, apply_edits
+from harness.diff.response import EditBlock, Response, ResponseError, parse_response
 
-__all__ = ["EngineError", "Response", "ResponseError", "EditBlock", "parse_response", "MatchError", "locate", "GuardError", "find_regions", "BlockOutcome", "PatchResult", "apply_edits"]
+__all__ = ["EngineError", "Response", "ResponseError", "EditBlock", "parse_response", "MatchError", "locate",
+           "GuardError", "find_regions", "BlockOutcome", "PatchResult", "apply_edits"]

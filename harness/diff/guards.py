@@ -11,11 +11,11 @@ from __future__ import annotations
 import inspect
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from functools import lru_cache
 from types import CodeType
-from typing import Sequence
 
 from harness.diff.errors import EngineError
 from harness.diff.matching import quote

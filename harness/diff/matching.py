@@ -12,9 +12,9 @@ import heapq
 import math
 import re
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
-from typing import Callable, Sequence
 
 from harness.diff.errors import EngineError
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from paths import REPO
 from reference_eplb import check_placement, random_shape, random_weight
 
 from evaluator.baselines import forecast_lpt, vectorized_seed
 from evaluator.scoring.metrics import placement_balancedness
 from seed_program.eplb import rebalance_experts as seed
-from paths import REPO
 
 # (L, E, R, groups, nodes, gpus) of the default suite's deployments.
 DEEPSEEK_V3_PREFILL = (58, 256, 288, 8, 4, 32)

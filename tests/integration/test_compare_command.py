@@ -23,7 +23,8 @@ from seed_program import SEED_PATH
 BASELINES = BASELINES_DIR
 FAST = BASELINES / "vectorized_seed.py"  # the seed's placements at a few ms per call
 FORECAST = BASELINES / "forecast_lpt.py"
-BROKEN = "def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):\n    raise RuntimeError('boom')\n"
+BROKEN = ("def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):\n"
+          "    raise RuntimeError('boom')\n")
 
 
 def run_verb(module: ModuleType, *argv: object) -> int:

@@ -5,8 +5,19 @@ import socket
 import time
 
 import pytest
-from openai_server import (FakeOpenAIServer, context_too_long, empty_choices, empty_content, malformed, ok,
-                           rate_limited, reset, server_error, slow, status)
+from openai_server import (
+    FakeOpenAIServer,
+    context_too_long,
+    empty_choices,
+    empty_content,
+    malformed,
+    ok,
+    rate_limited,
+    reset,
+    server_error,
+    slow,
+    status,
+)
 
 from evaluator.errors import UserError
 from harness.proposers.base import BudgetExhausted, EndpointError, ProposalRequest, ProposerError, prompt_hash

@@ -17,12 +17,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
-from evaluator.sandbox import isolation
 from test_executors import TINY, VECTORISED, depth
 from test_run_command import EPLB, ROOT, attempts_on_disk, candidate_refs, cli, git, outcome_lines, spawn, wait_for
 
 from evaluator.evaluate import EvalOptions
+from evaluator.sandbox import isolation
 from harness.cli.run_setup import SEED_DESCRIPTION, eval_options, make_population
 from harness.config.settings import dump_toml, load_config
 from harness.execution.executors import EvalJob, Suites

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import REPO
 
 from evaluator.errors import UserError
-from evaluator.workloads.tracefile import (TraceFileSource, heldout_count, load_trace, read_load_history, save_npz)
-from paths import REPO
+from evaluator.workloads.tracefile import TraceFileSource, heldout_count, load_trace, read_load_history, save_npz
 
 ROOT = REPO
 
@@ -112,7 +112,8 @@ GOOD_STEP = '{"logical_expert_load": [[1, 2], [3, 4]]}'
     (f'{{"load_history": [{GOOD_STEP}, {{"logical_expert_load": [[1, [2]], [3, 4]]}}]}}',
      r"bad.json: step 1, layer 0, expert 1: load \[2\] is not a whole number"),
     ('{"load_history": [{"logical_expert_load": []}]}', r"bad.json: step 0: 'logical_expert_load' must be"),
-    (f'{{"load_history": [{GOOD_STEP}, {{"logical_expert_load": [[1, 2], [3, 4', r"step 1 is not valid JSON.*ends early"),
+    (f'{{"load_history": [{GOOD_STEP}, {{"logical_expert_load": [[1, 2], [3, 4',
+     r"step 1 is not valid JSON.*ends early"),
     (f'{{"load_history": [{GOOD_STEP}, {GOOD_STEP}', r"bad.json: expected '\]' at character \d+ but found the end"),
     (f'{{"load_history": [{GOOD_STEP} {GOOD_STEP}]}}', r"bad.json: expected '\]' at character \d+ but found '\{'"),
     (f'{{"load_history": [{GOOD_STEP}, {{"logical_expert_load": [[1,, 2], [3, 4]]}}, {", ".join([GOOD_STEP] * 9)}]}}',

@@ -48,6 +48,6 @@ def test_text_includes_everything_written_before_it_is_called():
     capture = OutputCapture(read_fd, 1 << 20)
     for i in range(200):
         os.write(write_fd, b"%d " % i)
-        assert capture.text().endswith("%d " % i)  # no lag behind the writer
+        assert capture.text().endswith(f"{i} ")  # no lag behind the writer
     os.close(write_fd)
     assert capture.wait(10)

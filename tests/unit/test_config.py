@@ -83,7 +83,8 @@ def test_dump_then_load_gives_the_same_config(tmp_path: Path) -> None:
     changed = load_config(None, {
         "run.name": "exp-1", "run.max_time_s": 3600.0, "run.max_cost": 2.5, "run.seed": -4,
         "run.workers": 3, "run.executor": "ray", "run.ray_address": "ray://head:10001",
-        "evaluator.device": "cuda", "evaluator.timing": "wall", "evaluator.cascade": True, "evaluator.cascade_margin": 1e-05,
+        "evaluator.device": "cuda", "evaluator.timing": "wall", "evaluator.cascade": True,
+        "evaluator.cascade_margin": 1e-05,
         "population.selection": "hill_climb", "population.power_law_exponent": math.inf,
         "proposer.kind": "replay", "proposer.replay_from": 'runs/old "quoted" \\ dir\tx\x7f',
         "proposer.models": [{"name": "openai/gpt-4.1", "weight": 2}, {"name": "qwen:7b"}],

@@ -29,10 +29,12 @@ def context(n_inspirations: int = 2, n_failures: int = 2, code_lines: int = 200)
         parent=ProgramView(name="seed_variant", description="greedy packing", code=PARENT_CODE,
                            metrics={"combined_score": 0.81234, "runtime_ms": 12.5},
                            feedback="balancedness 0.81 on window 3; bound 0.97"),
-        inspirations=tuple(Inspiration(name=f"insp{i}", description=f"idea {i}", scores={"combined_score": 0.8 + i / 100},
+        inspirations=tuple(Inspiration(name=f"insp{i}", description=f"idea {i}",
+                                       scores={"combined_score": 0.8 + i / 100},
                                        code=f"# inspiration {i}\n{big}") for i in range(n_inspirations)),
         failures=tuple(FailedAttempt(name=f"fail{i}", error=f"SEARCH block 1 not found (attempt {i})",
-                                     excerpt="\n".join(f"edit line {j}" for j in range(30))) for i in range(n_failures)),
+                                     excerpt="\n".join(f"edit line {j}" for j in range(30)))
+                       for i in range(n_failures)),
     )
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.cli import trace_command
 from evaluator.errors import UserError
 from evaluator.workloads.tracefile import load_trace
+from harness.cli import trace_command
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from evaluator.workloads.scenarios import Shape
 from evaluator.scoring.validate import validate_placement
+from evaluator.workloads.scenarios import Shape
 
 SHAPE = Shape(num_layers=2, num_experts=3, num_replicas=4, num_groups=1, num_nodes=1, num_gpus=2)
 
