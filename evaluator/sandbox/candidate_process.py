@@ -217,8 +217,12 @@ class CandidateProcess:
             self._exchange({"op": "ping"}, [], "pong", "start", time.monotonic() + budget, budget)
             pings.append(time.perf_counter() - began)
         self._ipc_s = sorted(pings)[PINGS // 2]
-        loaded = self._exchange({"op": "load", "source": source, "filename": self._path.name}, [],
-                                "loaded", "import", time.monotonic() + budget, budget)
+        try:
+            loaded = self._exchange({"op": "load", "source": source, "filename": self._path.name}, [],
+                                    "loaded", "import", time.monotonic() + budget, budget)
+        except ValueError:  # wire.send refuses a header over its limit, before sending anything
+            self._fail(f"the program is too large to load ({len(source.encode())} bytes of source; the loader "
+                       f"takes at most {wire.HEADER_LIMIT // 1024} KiB, escaped as JSON)")
         self._takes_previous = loaded.header.get("previous") is True
 
     def call(self, weight: torch.Tensor, num_replicas: int, num_groups: int, num_nodes: int,

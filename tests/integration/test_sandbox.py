@@ -178,3 +178,12 @@ def test_candidates_run_concurrently_from_several_threads(tmp_path):
         thread.join(60)
     assert errors == []
     assert time.monotonic() - began < 4 * 2 * 0.2  # they overlapped
+
+
+def test_a_program_too_large_to_load_is_a_failure_not_an_evaluator_crash(tmp_path):
+    padding = "x" * (300 * 1024)
+    path = tmp_path / "big.py"
+    path.write_text(f"PADDING = {padding!r}\n\ndef rebalance_experts(*args):\n    raise RuntimeError('unreached')\n")
+    with pytest.raises(CandidateFailure, match=r"the program is too large to load \(\d+ bytes of source"):
+        with CandidateProcess(path, FAST) as proc:
+            proc.start()

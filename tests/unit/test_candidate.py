@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from candidate_factory import candidate, evaluation, failed
 
-from evaluator.records import Evaluation, ScenarioResult, WindowResult
+from evaluator.records import DeploymentFigures, Evaluation, ModelledTime, ScenarioResult, WindowResult
 from harness.config.settings import PopulationSettings
 from harness.search.population import Population
 from harness.store.candidate import HEADLINE, Candidate, best_of, code_hash, metrics, normalise_code, ranked
@@ -97,8 +97,11 @@ def test_one_ranking_rule_the_higher_score_then_the_older_candidate() -> None:
 
 
 def test_metrics_are_the_headline_fields_of_a_valid_evaluation_only() -> None:
-    fields = {f.name for f in dataclasses.fields(Evaluation)}
-    assert set(HEADLINE) <= fields  # a headline metric is a field of the record, spelt as there
+    fields = {f.name for f in dataclasses.fields(Evaluation)} | {"efficiency", "migrated_fraction", "nodes_per_token"}
+    assert set(HEADLINE) <= fields  # a headline metric is a field (or deployment property) of the record
     values = metrics(replace(evaluation(0.81, 0.83, runtime_ms=4.5), speedup_vs_seed=None))
     assert values == {"combined_score": 0.81, "balancedness": 0.83, "balancedness_slot": 0.3, "runtime_ms": 4.5}
     assert metrics(failed()) == {} and metrics(None) == {}
+    figures = DeploymentFigures(0.42, 0.1, 3.5, ModelledTime(1.0, 2.0, 0.5, 1.5))
+    assert metrics(replace(evaluation(0.81), deployment=figures)).items() >= {
+        "efficiency": 0.42, "migrated_fraction": 0.1, "nodes_per_token": 3.5}.items()
