@@ -156,9 +156,14 @@ def rebalance_experts_hierarchical(
 
 
 def place_experts(
-    weight: torch.Tensor, num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int
+    weight: torch.Tensor, num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int,
+    old_global_expert_indices: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Choose the policy and return phy2log [L, R] (int64, CPU); see `rebalance_experts`."""
+    """Choose the policy and return phy2log [L, R] (int64, CPU); see `rebalance_experts`.
+
+    `old_global_expert_indices` is the placement in force (the phy2log this program returned on
+    the previous window, or None). DeepSeek's policy re-places from scratch and ignores it.
+    """
     weight = weight.detach().float().cpu()
     if num_groups % num_nodes == 0:
         return rebalance_experts_hierarchical(weight, num_replicas, num_groups, num_nodes, num_gpus)
@@ -170,7 +175,8 @@ def place_experts(
 
 
 def rebalance_experts(
-    weight: torch.Tensor, num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int
+    weight: torch.Tensor, num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int,
+    old_global_expert_indices: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Entry point called by the serving engine and the evaluator; its signature is fixed.
 
@@ -181,6 +187,8 @@ def rebalance_experts(
         num_groups: expert groups (DeepSeek's node-limited routing); 1 if the model has none.
         num_nodes: N, nodes; divides `num_gpus`.
         num_gpus: G; GPU g holds slots [g*R/G, (g+1)*R/G).
+        old_global_expert_indices: [L, R] int64, the placement in force (vLLM's name for it):
+            this program's previous phy2log, or None on the first call; passed to `place_experts`.
 
     Returns:
         phy2log: [L, R] int64, the logical expert held by each slot.
@@ -197,7 +205,7 @@ def rebalance_experts(
             f"need num_replicas >= experts, num_gpus | num_replicas and num_nodes | num_gpus; got "
             f"E={num_logical}, R={num_replicas}, G={num_gpus}, N={num_nodes}"
         )
-    phy2log = place_experts(weight, num_replicas, num_groups, num_nodes, num_gpus).long()
+    phy2log = place_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, old_global_expert_indices).long()
     device = phy2log.device
 
     # Derive counts and the slot lists from phy2log so the three outputs cannot disagree.

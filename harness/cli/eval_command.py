@@ -24,6 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                           "isolated process and print its scores.")
     p.add_argument("program", type=Path, help="Python file exposing rebalance_experts(...)")
     p.add_argument("--suite", default="default", help=f"named suite ({', '.join(suite_names())})")
+    p.add_argument("--run", metavar="RUN", help="score on a run's suite and its own secret windows, as the run "
+                                                "scored its candidates (instead of the published windows)")
+    p.add_argument("--runs-dir", default="runs", help="where run directories live (with --run)")
     p.add_argument("--trace", type=Path, nargs="+", metavar="FILE",
                    help="real load traces (ADRS/vLLM JSON or converted .npz) instead of a suite")
     p.add_argument("--window-steps", type=int,

@@ -13,6 +13,8 @@ from evaluator.evaluate import DEFAULT_REBALANCE_PERIOD_S, OBJECTIVES, EvalOptio
 from evaluator.sandbox.candidate_process import Limits
 from evaluator.workloads.deployment import DeploymentCosts
 from evaluator.workloads.scenarios import Scenario, suite, trace_scenarios
+from harness.config.settings import load_config
+from harness.store.run_store import CONFIG, RunStore, resolve_run
 from seed_program import SEED_PATH
 
 
@@ -78,7 +80,18 @@ def scenarios_from(args: argparse.Namespace) -> tuple[str, list[Scenario]]:
         return "trace", scenarios
     if getattr(args, "deployment", None):
         raise UserError("--deployment sets the constants of --trace scenarios; the built-in suites carry their own")
+    if getattr(args, "run", None):
+        return _run_windows(args.run, args.runs_dir)
     return args.suite, suite(args.suite)
+
+
+def _run_windows(run_name: str, runs_dir: str) -> tuple[str, list[Scenario]]:
+    """A run's suite on the run's own (secret) windows, so a program scores as it did in the run."""
+    path = resolve_run(run_name, runs_dir)
+    config = load_config(path / CONFIG)
+    with RunStore.open(path, readonly=True) as store:
+        secret = store.secret
+    return config.evaluator.suite, suite(config.evaluator.suite, secret)
 
 
 def deployment_constants(pairs: list[str]) -> dict[str, float]:

@@ -45,7 +45,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
         known = set(subparsers.choices)
         module.add_parser(subparsers)
         for added in set(subparsers.choices) - known:
-            subparsers.choices[added].set_defaults(run=module.run)
+            subparsers.choices[added].set_defaults(verb_handler=module.run)
     return parser
 
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args = build_parser(verb).parse_args(argv)
     try:
-        return args.run(args)
+        return args.verb_handler(args)
     except UserError as error:
         print(f"eplb-evolve: error: {error}", file=sys.stderr)
         return 2

@@ -4,26 +4,56 @@ Each move is a known idea for expert placement, written against the seed program
 (`seed_program/eplb.py`). A move applies to a program when every SEARCH text of it occurs there
 exactly once (checked in order, each after the edits before it), so it applies to the seed and
 to any descendant that left those lines alone. The moves touch different lines where they can,
-so they compose: a child can carry several of them, and crossover can merge them.
+so they compose: a child can carry several of them, and crossover can merge them. A move that
+edits another move's code names it in `builds_on` and brings its edits along where it is missing.
 
-Measured with `evaluator.evaluate` on the `quick` suite (DeepSeek-V3 prefill 58 x 256, R=288,
-G=32, N=4, 8 groups, hierarchical; Qwen3-30B cut to 12 layers, global), placements fitted on
-window i and scored on window i+1, on a shared 2-core machine; seed: combined 0.840,
-balancedness 0.857, median call 212 ms:
+State: the seed's entry point sits outside the EVOLVE block with a fixed signature, so it is never
+given `old_global_expert_indices`; moves that need the placement in force remember the placement
+they returned, in module-level dicts keyed by the call's shape and arguments (one entry per
+deployment; the evaluator calls one process on consecutive windows, warm-up first).
 
-* `vectorised_packing`: bit-identical placements, ~10x faster (19 ms): combined 0.855.
-* `global_policy`: balancedness 0.857 -> 0.860 (DeepSeek 0.797 -> 0.804; in-sample 0.976 ->
-  0.995): two groups per node is too coarse a split to balance GPUs. With vectorised packing:
-  combined 0.856. On more skewed loads (the generator's default parameters) the out-of-sample
-  gain is 0.66 -> 0.71 on the DeepSeek shape.
-* `swap_refinement` (after vectorised packing): balancedness 0.857, in-sample 0.980.
-* `snake_placement`: 11 ms, balancedness 0.854: faster, a little less balanced.
-* `shrink_loads`: balancedness 0.856 at exponent 0.9 on these loads (it helped on more skewed
-  ones); its exponent is a constant the perturbation operator tunes.
+What is scored: efficiency (ideal / modelled deployment time of a rebalance period: compute paced
+by the busiest GPU, dispatch/combine traffic, expert migration from the placement in force;
+docs/cost-model.md) x P/(P+t), P = 10 s. Measured on the `quick` suite (DeepSeek-V3 prefill 58 x
+256, R=288, G=32, N=4, 8 groups, hierarchical; Qwen3-30B cut to 12 layers, one node), each child
+made by `Move.apply` on the seed and all scored in one call on a shared 2-core machine:
+`eplb-evolve compare seed_program/eplb.py CHILD... --suite quick --device cpu`.
+Seed: efficiency 0.4425 (DeepSeek 0.459, Qwen3 0.426), combined 0.4388, balancedness 0.860,
+86.6% of slots migrated a window, runtime 82 ms (normalised). Sweeps marked in-process ran the
+same protocol without the sandbox (efficiency only).
+
+* `vectorised_packing`: bit-identical placements, ~10x faster (7.4 ms): combined 0.4422.
+* `global_policy`: balancedness 0.860 -> 0.868 (DeepSeek 0.801 -> 0.819), but a DeepSeek token
+  touches 3.61 nodes instead of 3.15 and 96% of slots migrate instead of 91% (more over the
+  NICs): efficiency 0.4236 (DeepSeek 0.421), combined 0.4202 (0.4231 with vectorised packing).
+  Hence its low weight now.
+* `swap_refinement` (after vectorised packing): balancedness 0.861, efficiency 0.4430, combined
+  0.4425.
+* `snake_placement`: 4.4 ms, balancedness 0.858, efficiency 0.4420, combined 0.4418.
+* `shrink_loads`: efficiency 0.4427, combined 0.4392 at exponent 0.9 (noise on these loads; it
+  helped balance on more skewed ones); its exponent is a constant the perturbation operator tunes.
+* `keep_gpus_in_place`: balance and traffic exactly the seed's; migrated 86.6% -> 74.3%,
+  migration 124 -> 83 ms a period: efficiency 0.4496, combined 0.4457. On the default suite's
+  DeepSeek-V3 decode (144 GPUs, global policy: GPUs move across nodes, so traffic changes too,
+  545 -> 518 ms) 97.6% -> 55.7% migrated, efficiency 0.212 -> 0.230 for +63 ms a call (in-process).
+* `keep_layers_that_fit` (brings keep_gpus_in_place along; slack 0.15): migrated 19.4%, 38 ms,
+  for balancedness 0.848: efficiency 0.4564, combined 0.4525 (slack 0.05: 0.4509, 0.1: 0.4540,
+  0.2: 0.4569, 0.4: 0.4426, in-process). Per layer, not per node: migration is the busiest GPU's
+  copies over all layers, which a node kept while the others move does not shorten (per node,
+  slack 0.1: 0.4512).
+* `smooth_loads` (memory 0.5): balancedness 0.863, migration 88 ms (group packs change nodes less
+  often: more copies over NVLink): efficiency 0.4496, combined 0.4464 (memory 0.3: 0.4456, 0.7:
+  0.4525 with balancedness 0.860, in-process).
+* vectorised_packing + keep_layers_that_fit (+ keep_gpus_in_place) + smooth_loads: migrated 9.0%,
+  17 ms, balancedness 0.843: efficiency 0.4588, combined 0.4584, +4.5% over the seed
+  (evaluator/baselines/migration_aware.py, which repairs the placement in force swap by swap:
+  efficiency 0.4679, combined 0.4675).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+Edit = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -34,19 +64,37 @@ class Move:
     description: str
     weight: float
     marker: str  # text only this move writes: its presence means the move is already there
-    edits: tuple[tuple[str, str], ...]  # (search, replace), whole lines, applied in order
+    edits: tuple[Edit, ...]  # (search, replace), whole lines, applied in order
+    builds_on: tuple[Move, ...] = ()  # moves whose code this one edits: brought along where absent
+
+    def edits_for(self, code: str) -> tuple[Edit, ...] | None:
+        """The edits that make this move in `code`: those of the moves it builds on that are not there yet,
+        then its own; None when it is already there or a SEARCH text is absent or ambiguous."""
+        made = self._made(code)
+        return None if made is None else made[0]
 
     def apply(self, code: str) -> str | None:
-        """The program with the move applied, or None when it is already there or a SEARCH text is
-        absent or ambiguous (moves that insert code keep their SEARCH lines, hence the marker)."""
+        """The program with the move applied (and the moves it builds on), or None as for `edits_for`."""
+        made = self._made(code)
+        return None if made is None else made[1]
+
+    def _made(self, code: str) -> tuple[tuple[Edit, ...], str] | None:
+        """(edits, resulting program). Moves that insert code keep their SEARCH lines, hence the marker."""
         if self.marker in code:
             return None
+        edits: tuple[Edit, ...] = ()
+        for base in self.builds_on:
+            made = base._made(code)
+            if made is not None:
+                edits, code = edits + made[0], made[1]
+            elif base.marker not in code:
+                return None
         for search, replace in self.edits:
             at_line_start = code.startswith(search) or f"\n{search}" in code
             if code.count(search) != 1 or not at_line_start:
                 return None
             code = code.replace(search, replace)
-        return code
+        return edits + self.edits, code
 
 
 _GLOBAL_POLICY = Move(
@@ -55,8 +103,10 @@ _GLOBAL_POLICY = Move(
         "Always use the global policy: replicate all experts together and pack all replicas onto all "
         "GPUs. The hierarchical policy first packs whole expert groups onto nodes (two groups per node "
         "for DeepSeek-V3 on 4 nodes), a split too coarse to balance, and every GPU then inherits its "
-        "node's imbalance. Group locality saves cross-node traffic but is not what is scored."),
-    weight=3.0,
+        "node's imbalance. The price: a token's experts spread over more nodes, so more cross-node "
+        "dispatch/combine traffic, and more experts move between nodes at each rebalance; the cost model "
+        "charges both, and on DeepSeek-V3 they outweigh the balance gained."),
+    weight=0.5,
     marker="# Balance over all GPUs at once",
     edits=((
         "    if num_groups % num_nodes == 0:\n"
@@ -121,7 +171,7 @@ _SHRINK_LOADS = Move(
         "experts tend to cool down and cold ones to warm up (regression to the mean). Raising loads to a "
         "power below 1 before replicating and packing shrinks them toward the layer's typical expert, "
         "so fewer slots bet on the current extremes. The exponent (0.9) is worth tuning."),
-    weight=2.0,
+    weight=1.0,
     marker="# Forecast hedge:",
     edits=((
         "    weight = weight.detach().float().cpu()\n",
@@ -188,7 +238,7 @@ _SNAKE_PLACEMENT = Move(
         "replicas by load and deal them to GPUs 0..g-1, then g-1..0, and so on. One sort and two "
         "scatters, no Python loop; every GPU gets one replica from each load tier, heavy ones paired "
         "with light ones."),
-    weight=1.0,
+    weight=0.5,
     marker="snake = torch.where(",
     edits=((
         "    gpu, rank = balanced_packing(replica_load, num_gpus // num_nodes)\n",
@@ -210,9 +260,9 @@ _KEEP_GPUS_IN_PLACE = Move(
         "which experts share a node or a GPU, so balance and traffic stay exactly. Remember the placement "
         "returned per deployment (the state is keyed by the call's shape and arguments; the entry point is "
         "not given the placement in force) and relabel each new placement to overlap the last one most: "
-        "nodes first, then GPUs within matched nodes (greedy, largest overlap first), then keep each kept "
+        "nodes first, then GPUs within matched nodes (greedy: mutually best pairs first), then keep each kept "
         "expert in its old slot."),
-    weight=3.0,
+    weight=2.0,
     marker="_IN_FORCE: dict[",
     edits=(
         ("def rebalance_experts_hierarchical(\n",
@@ -223,17 +273,26 @@ _IN_FORCE: dict[tuple[int, ...], torch.Tensor] = {}
 
 
 def greedy_matching(overlap: torch.Tensor) -> torch.Tensor:
-    """[X, n] the old unit of each new unit: pairs taken largest `overlap` [X, n, n] (>= 0) first, each unit once."""
+    """[X, n] the old unit of each new unit, from `overlap` [X, n, n] (new x old, whole counts): in rounds,
+    all pairs that are each other's best among the units left are matched (the largest pair always is).
+    A few rounds, not one per unit as for largest-pair-first; each round works on the rows with units left."""
     num_rows, n, _ = overlap.shape
-    overlap = overlap.clone()
+    # Ties between whole counts go to the unit's own index, then to a fixed random order (few ties: few rounds).
+    jitter = torch.rand(n, n, generator=torch.Generator().manual_seed(0))
+    score = overlap + (torch.eye(n) + jitter) / 4
+    old_of_new = torch.full((num_rows, n), -1)
     rows = torch.arange(num_rows)
-    old_of_new = torch.empty(num_rows, n, dtype=torch.int64)
-    for _ in range(n):
-        pair = overlap.flatten(1).argmax(-1)
-        new, old = pair // n, pair % n
-        old_of_new[rows, new] = old
-        overlap[rows, new, :] = -1.0
-        overlap[rows, :, old] = -1.0
+    while len(rows):
+        part, matched = score[rows], old_of_new[rows]
+        best_old, best_new = part.argmax(-1), part.argmax(-2)
+        mutual = (matched < 0) & (best_new.gather(1, best_old) == torch.arange(n))
+        at, new = mutual.nonzero(as_tuple=True)
+        old = best_old[at, new]
+        matched[at, new] = old
+        part[at, new, :] = -1
+        part[at, :, old] = -1
+        score[rows], old_of_new[rows] = part, matched
+        rows = rows[(matched < 0).any(-1)]
     return old_of_new
 
 
@@ -254,16 +313,16 @@ def keep_slots(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
 def keep_gpus_in_place(phy2log: torch.Tensor, previous: torch.Tensor, num_experts: int, num_nodes: int,
                        num_gpus: int) -> torch.Tensor:
     """`phy2log` with each node's contents moved to the physical node, and each GPU's to the GPU of that node,
-    which held most of its experts in `previous`; kept experts stay in their slots. A relabelling keeps
-    every GPU's load and which experts share a node or GPU: balance and traffic are unchanged."""
+    which held most of its experts in `previous`; kept experts stay in their slots. A relabelling keeps every
+    GPU's load and which experts share a GPU or one of the `num_nodes` nodes: balance and (on the real
+    nodes) traffic are unchanged."""
     num_layers, num_slots = phy2log.shape
     per_gpu, gpus_per_node = num_slots // num_gpus, num_gpus // num_nodes
 
     def on_gpus(placement: torch.Tensor) -> torch.Tensor:
         """[L, G, E] copies of each expert on each GPU."""
-        counts = torch.zeros(num_layers, num_gpus, num_experts)
-        return counts.scatter_add_(2, placement.view(num_layers, num_gpus, per_gpu), torch.ones(1).expand(
-            num_layers, num_gpus, per_gpu))
+        slots = placement.view(num_layers, num_gpus, per_gpu)
+        return torch.zeros(num_layers, num_gpus, num_experts).scatter_add_(2, slots, torch.ones(slots.shape))
 
     new, held = on_gpus(phy2log), on_gpus(previous).clamp_max(1)
     # Nodes first (an expert still on its node comes over NVLink, not a NIC), then GPUs within them.
@@ -301,18 +360,19 @@ _KEEP_LAYERS_THAT_FIT = Move(
     name="keep_layers_that_fit",
     description=(
         "Re-place a layer only when it pays: per layer, keep the placement in force while its busiest GPU, "
-        "on this window's loads, carries at most `slack` (5%) more than the new placement's. Re-placing a "
+        "on this window's loads, carries at most `slack` (15%) more than the new placement's. Re-placing a "
         "layer copies most of its experts (~44 MB each for DeepSeek-V3), and the new placement's edge is "
         "in-sample: the next window takes most of it back. Builds on keep_gpus_in_place's memory of the "
-        "placement in force; `slack` is worth tuning."),
+        "placement in force (and brings it along where it is missing); `slack` is worth tuning."),
     weight=3.0,
     marker="def keep_layers_that_fit(",
     edits=(
         ("def rebalance_experts_hierarchical(\n",
          '''\
 def keep_layers_that_fit(weight: torch.Tensor, phy2log: torch.Tensor, previous: torch.Tensor, num_gpus: int,
-                         slack: float = 0.05) -> torch.Tensor:
+                         slack: float = 0.15) -> torch.Tensor:
     """Per layer, `previous` where its busiest GPU on `weight` carries at most 1 + `slack` times phy2log's."""
+
     def busiest(placement: torch.Tensor) -> torch.Tensor:
         count = torch.zeros_like(weight).scatter_add_(1, placement, torch.ones_like(placement, dtype=weight.dtype))
         return (weight / count.clamp_min(1)).gather(1, placement).view(len(placement), num_gpus, -1).sum(-1).amax(-1)
@@ -327,6 +387,7 @@ def rebalance_experts_hierarchical(
          "        phy2log = keep_gpus_in_place(phy2log, previous, weight.shape[1], num_nodes, num_gpus)\n"
          "        phy2log = keep_layers_that_fit(weight, phy2log, previous, num_gpus)\n"),
     ),
+    builds_on=(_KEEP_GPUS_IN_PLACE,),
 )
 
 _SMOOTH_LOADS = Move(
@@ -337,7 +398,7 @@ _SMOOTH_LOADS = Move(
         "average over the windows of this deployment (state keyed by the call's shape and arguments) and "
         "place on the average; a window uncorrelated with the average (a new stream) restarts it. The "
         "memory (0.5) is worth tuning."),
-    weight=2.0,
+    weight=3.0,
     marker="_LOAD_HISTORY: dict[",
     edits=(
         ("def place_experts(\n",
@@ -349,7 +410,7 @@ _LOAD_HISTORY: dict[tuple[int, ...], torch.Tensor] = {}
 def smoothed_loads(weight: torch.Tensor, key: tuple[int, ...], memory: float = 0.5) -> torch.Tensor:
     """Each layer's load shares averaged with this deployment's past windows (weight `memory` on the past);
     a window uncorrelated with the past (another stream) restarts the average."""
-    share = weight / weight.sum(-1, keepdim=True).clamp_min(1e-9)
+    share = torch.nn.functional.normalize(weight, p=1, dim=-1)
     past = _LOAD_HISTORY.get(key)
     if past is not None and torch.corrcoef(torch.stack([past.flatten(), share.flatten()]))[0, 1] > 0.5:
         share = memory * past + (1 - memory) * share
