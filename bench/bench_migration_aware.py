@@ -49,7 +49,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from evaluator.baselines import forecast_lpt, migration_aware, vectorized_seed  # noqa: E402
+from evaluator.scoring.cost_model import migration  # noqa: E402
 from evaluator.scoring.metrics import placement_balancedness  # noqa: E402
+from evaluator.workloads.deployment import default_costs  # noqa: E402
 from evaluator.workloads.scenarios import Scenario, suite  # noqa: E402
 from seed_program.eplb import rebalance_experts as seed  # noqa: E402
 
@@ -103,18 +105,6 @@ def placements(program: Program, windows: torch.Tensor, scenario: Scenario) -> P
     return answers, warm_up, seconds
 
 
-def multiset_migrated(previous: torch.Tensor, current: torch.Tensor, num_gpus: int, num_experts: int) -> float:
-    """Share of slots whose expert their GPU did not hold before (per-GPU multiset difference), mean over layers."""
-    num_layers, num_slots = current.shape
-    cell = torch.arange(num_slots) // (num_slots // num_gpus) * num_experts
-
-    def held(placement: torch.Tensor) -> torch.Tensor:
-        counts = torch.zeros(num_layers, num_gpus * num_experts, dtype=torch.int64)
-        return counts.scatter_add_(1, cell + placement, torch.ones_like(placement))
-
-    return (held(current) - held(previous)).clamp(min=0).sum().item() / (num_layers * num_slots)
-
-
 def score(program: Program, scenario: Scenario, use_cost: bool) -> Row:
     windows = scenario.search_windows()
     answers, warm_up, seconds = placements(program, windows, scenario)
@@ -123,8 +113,8 @@ def score(program: Program, scenario: Scenario, use_cost: bool) -> Row:
     balance = [placement_balancedness(windows[i + 1], p, c, shape.num_gpus)[0] for i, (p, c) in enumerate(answers)]
     ms = statistics.median(seconds) * 1e3
     if not use_cost:
-        migrated = [multiset_migrated(old, p, shape.num_gpus, shape.num_experts)
-                    for old, (p, _) in zip(previous, answers)]
+        costs = default_costs(shape)
+        migrated = [migration(p, old, shape, costs)[1] for old, (p, _) in zip(previous, answers)]
         return Row(statistics.fmean(balance), statistics.fmean(migrated), None, None, ms)
     from evaluator.scoring.cost_model import scenario_cost, window_cost
     from evaluator.workloads.deployment import scenario_costs

@@ -130,3 +130,14 @@ def random_weight(kind: int, shape: tuple[int, int], gen: torch.Generator) -> to
     if kind == 2:
         return torch.rand(shape, generator=gen, dtype=torch.float64)
     return (torch.randn(shape, generator=gen) * 2).exp().half()
+
+
+def degenerate_loads() -> torch.Tensor:
+    """[4, 8] loads a program must survive: NaN, infinities, negatives, an all-zero layer, and one
+    expert with everything."""
+    return torch.tensor([
+        [float("nan"), 1.0, 2.0, 3.0, -4.0, 5.0, 6.0, 7.0],
+        [float("inf"), 1.0, 0.0, 3.0, float("-inf"), 5.0, 6.0, 7.0],
+        [0.0] * 8,
+        [0.0] * 7 + [1e300],
+    ], dtype=torch.float64)

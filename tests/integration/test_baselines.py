@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from paths import REPO
-from reference_eplb import check_placement, random_shape, random_weight
+from reference_eplb import check_placement, degenerate_loads, random_shape, random_weight
 
 from evaluator.baselines import forecast_lpt, vectorized_seed
 from evaluator.scoring.metrics import placement_balancedness
@@ -112,12 +112,7 @@ def test_forecast_lpt_is_valid_on_random_inputs() -> None:
 
 def test_forecast_lpt_is_valid_on_degenerate_loads() -> None:
     # NaN, infinities, negatives, all-zero layers, one expert with everything, R = E and one GPU.
-    weight = torch.tensor([
-        [float("nan"), 1.0, 2.0, 3.0, -4.0, 5.0, 6.0, 7.0],
-        [float("inf"), 1.0, 0.0, 3.0, float("-inf"), 5.0, 6.0, 7.0],
-        [0.0] * 8,
-        [0.0] * 7 + [1e300],
-    ], dtype=torch.float64)
+    weight = degenerate_loads()
     for num_replicas, num_gpus in ((8, 1), (8, 4), (16, 8), (24, 12), (40, 2)):
         for scale in (1.0, -1.0, 1.0, 1e-300):  # with a history of the same (or sign-flipped) loads
             check_placement(*forecast_lpt.rebalance_experts(weight * scale, num_replicas, 1, 1, num_gpus), 8)

@@ -6,11 +6,14 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from reference_eplb import check_placement, random_shape, random_weight
+from reference_eplb import check_placement, degenerate_loads, random_shape, random_weight
 
 from evaluator.baselines import forecast_lpt, migration_aware, vectorized_seed
+from evaluator.scoring import cost_model
 from evaluator.scoring.metrics import placement_balancedness
+from evaluator.workloads.deployment import default_costs
 from evaluator.workloads.scenarios import Scenario, suite
+from evaluator.workloads.shape import Shape
 
 rebalance = migration_aware.rebalance_experts
 QUICK = {scenario.name: scenario for scenario in suite("quick")}
@@ -30,16 +33,9 @@ def args(scenario: Scenario) -> tuple[int, int, int, int]:
     return s.num_replicas, s.num_groups, s.num_nodes, s.num_gpus
 
 
-def migrated(previous: torch.Tensor, current: torch.Tensor, num_gpus: int, num_experts: int) -> float:
-    """Share of slots whose expert their GPU did not hold before (per-GPU multiset difference), over all layers."""
-    num_layers, num_slots = current.shape
-    cell = torch.arange(num_slots) // (num_slots // num_gpus) * num_experts
-
-    def held(placement: torch.Tensor) -> torch.Tensor:
-        counts = torch.zeros(num_layers, num_gpus * num_experts, dtype=torch.int64)
-        return counts.scatter_add_(1, cell + placement, torch.ones_like(placement))
-
-    return (held(current) - held(previous)).clamp(min=0).sum().item() / (num_layers * num_slots)
+def migrated(previous: torch.Tensor, current: torch.Tensor, shape: Shape) -> float:
+    """Share of slots whose expert their GPU did not hold before: the cost model's migrated fraction."""
+    return cost_model.migration(current, previous, shape, default_costs(shape))[1]
 
 
 def test_valid_on_every_call_of_random_shapes_and_loads() -> None:
@@ -62,12 +58,7 @@ def test_valid_on_every_call_of_random_shapes_and_loads() -> None:
 
 def test_valid_on_degenerate_loads() -> None:
     # NaN, infinities, negatives, all-zero layers, one expert with everything; R = E and one GPU.
-    weight = torch.tensor([
-        [float("nan"), 1.0, 2.0, 3.0, -4.0, 5.0, 6.0, 7.0],
-        [float("inf"), 1.0, 0.0, 3.0, float("-inf"), 5.0, 6.0, 7.0],
-        [0.0] * 8,
-        [0.0] * 7 + [1e300],
-    ], dtype=torch.float64)
+    weight = degenerate_loads()
     for num_replicas, num_gpus, groups, nodes in ((8, 1, 1, 1), (8, 4, 4, 2), (16, 8, 2, 2), (24, 12, 1, 3)):
         for scale in (1.0, -1.0, 1.0, 1e-300):
             check_placement(*rebalance(weight * scale, num_replicas, groups, nodes, num_gpus), 8)
@@ -113,10 +104,10 @@ def test_keeps_the_experts_of_the_placement_in_force_it_is_given() -> None:
     for window in windows[:3]:
         own = rebalance(window, *args(QWEN))[0]
     in_force = vectorized_seed.rebalance_experts(windows[2], *args(QWEN))[0]
-    assert migrated(own, in_force, shape.num_gpus, shape.num_experts) > 0.5
+    assert migrated(own, in_force, shape) > 0.5
     placed = rebalance(windows[3], *args(QWEN), old_global_expert_indices=in_force)[0]
-    assert migrated(in_force, placed, shape.num_gpus, shape.num_experts) < 0.2
-    assert migrated(own, placed, shape.num_gpus, shape.num_experts) > 0.5
+    assert migrated(in_force, placed, shape) < 0.2
+    assert migrated(own, placed, shape) > 0.5
 
 
 def test_node_aware_keeps_each_group_on_one_node_and_global_does_not() -> None:
@@ -153,7 +144,7 @@ def evaluator_order(program: Callable[..., tuple[torch.Tensor, ...]], scenario: 
         extra = {"old_global_expert_indices": previous} if takes_previous else {}
         phy2log, _, logcnt = program(fit, *args(scenario), **extra)
         balance.append(placement_balancedness(score, phy2log, logcnt, shape.num_gpus)[0])
-        moved.append(migrated(previous, phy2log, shape.num_gpus, shape.num_experts))
+        moved.append(migrated(previous, phy2log, shape))
         previous = phy2log
     return sum(balance) / len(balance), sum(moved) / len(moved)
 
