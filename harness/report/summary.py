@@ -277,7 +277,8 @@ def _verdict(rows: tuple[Row, ...]) -> str:
 
 def _table(rows: tuple[Row, ...], heldout: bool) -> list[str]:
     seed = _seed_row(rows)
-    head = ["program", "island", "attempt", "combined", "balancedness", "gain vs seed", "runtime ms"]
+    head = ["program", "island", "attempt", "combined", "balancedness", "gain vs seed", "efficiency", "migrated",
+            "nodes/token", "runtime ms"]
     if heldout:
         head[3:6] = ["combined search", "combined held-out", "bal. search", "bal. held-out",
                      "gain vs seed search", "gain vs seed held-out"]
@@ -293,8 +294,16 @@ def _table(rows: tuple[Row, ...], heldout: bool) -> list[str]:
             h_gain = _f(_gain(r.heldout, seed.heldout if seed else None), signed=True)
             cells = [_f(combined), _f(h_combined), _f(bal), _f(h_bal), gain, h_gain]
         runtime = _f(r.search.runtime_ms, 2) if r.search.valid else "invalid"
-        lines.append("| " + " | ".join([name, *where, *cells, runtime]) + " |")
+        lines.append("| " + " | ".join([name, *where, *cells, *_deployment_cells(r.search), runtime]) + " |")
     return lines
+
+
+def _deployment_cells(evaluation: Evaluation) -> list[str]:
+    """Efficiency, migrated fraction and nodes per token on the search windows ("-" for older records)."""
+    d = evaluation.deployment if evaluation.valid else None
+    if d is None:
+        return ["-", "-", "-"]
+    return [_f(d.efficiency), f"{d.migrated_fraction:.1%}", _f(d.nodes_per_token, 2)]
 
 
 def _failures(rows: tuple[Row, ...]) -> list[str]:
