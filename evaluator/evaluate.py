@@ -159,22 +159,22 @@ def _measure_scenario(proc: CandidateProcess, scenario: Scenario, options: EvalO
         if options.normalise_timing:
             beside.append(proc.yardstick_ms())
             yardstick_ms = (beside[-2] + beside[-1]) / 2
-        rows.append(_window_row(scenario, windows, i, result, bounds[i], yardstick_ms))
         costs.append(cost_model.window_cost(windows[i + 1], result.phy2log, result.logcnt, previous,
                                             scenario.shape, scenario.costs))
-        rows[-1] = replace(rows[-1], deployment=_figures(costs[-1]))
+        rows.append(_window_row(scenario, windows, i, result, bounds[i], yardstick_ms, _figures(costs[-1])))
     fresh = _fresh_scores(proc, scenario, windows, rows) if options.fresh_check else None
     return _Measured(scenario, tuple(rows), tuple(beside), tuple(costs), fresh)
 
 
 def _window_row(scenario: Scenario, windows: torch.Tensor, i: int, result: CallResult, bound: float,
-                yardstick_ms: float | None) -> WindowResult:
+                yardstick_ms: float | None, deployment: DeploymentFigures) -> WindowResult:
     num_gpus = scenario.shape.num_gpus
     gpu, slot = metrics.placement_balancedness(windows[i + 1], result.phy2log, result.logcnt, num_gpus)
     insample, _ = metrics.placement_balancedness(windows[i], result.phy2log, result.logcnt, num_gpus)
     raw_ms = result.runtime_s * 1e3
     return WindowResult(index=i, balancedness=gpu, balancedness_slot=slot, balancedness_insample=insample,
-                        bound=bound, runtime_ms=raw_ms, runtime_ms_raw=raw_ms, yardstick_ms=yardstick_ms)
+                        bound=bound, runtime_ms=raw_ms, runtime_ms_raw=raw_ms, yardstick_ms=yardstick_ms,
+                        deployment=deployment)
 
 
 def _fresh_scores(proc: CandidateProcess, scenario: Scenario, graded: torch.Tensor,
