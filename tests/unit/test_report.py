@@ -103,7 +103,8 @@ def test_markdown_sets_search_and_heldout_gains_over_the_seed_side_by_side() -> 
     rows = tuple(report.Row(f"#{c.id} {c.name}", c, c.evaluation, held[c.id]) for c in (BEST, A, SEED))
     rows += (report.Row("forecast (baseline)", None, evaluation(0.85, 0.86), evaluation(0.85, 0.85)),)
     text = report.render_markdown(_data(True, rows))
-    assert "| #3 `variant_3` | 0 | 5 | 0.8600 | 0.8000 | 0.8700 | 0.8450 | +0.0200 | +0.0050 | - | - | - | 10.00 |" in text
+    assert ("| #3 `variant_3` | 0 | 5 | 0.8600 | 0.8000 | 0.8700 | 0.8450 | +0.0200 | +0.0050 | - | - | - "
+            "| 10.00 |") in text
     assert "| #1 `variant_1` | 0 | 1 | 0.8400 | - | 0.8600 | - | +0.0100 | - | - | - | - | 20.00 |" in text
     assert "| forecast (baseline) | - | - | 0.8500 | 0.8500 | 0.8600 | 0.8500 | +0.0100 | +0.0100 |" in text
     assert "- #1 variant_1: invalid on the held-out windows: window 2: a replica is missing" in text
@@ -118,8 +119,8 @@ def test_markdown_sets_search_and_heldout_gains_over_the_seed_side_by_side() -> 
 
 def test_markdown_without_heldout_has_one_score_per_metric_and_says_when_only_the_seed_exists() -> None:
     text = report.render_markdown(_data(False, (report.Row("#0 seed", SEED, SEED.evaluation, None),)))
-    assert ("| program | island | attempt | combined | balancedness | gain vs seed | efficiency | migrated | nodes/token "
-            "| runtime ms |") in text
+    assert ("| program | island | attempt | combined | balancedness | gain vs seed | efficiency | migrated "
+            "| nodes/token | runtime ms |") in text
     assert "| #0 `variant_0` | 0 | 0 | 0.8000 | 0.8500 | +0.0000 | - | - | - | 300.00 |" in text
     assert "No valid candidate besides the seed yet" in text
     assert "Only the seed so far." in text
