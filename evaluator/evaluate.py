@@ -186,7 +186,7 @@ def _fresh_scores(proc: CandidateProcess, scenario: Scenario, graded: torch.Tens
     placements = ((r.phy2log, r.logcnt) for r, _ in _placements(proc, scenario, fresh, "fresh stream, "))
     return fresh_check.ScenarioScores(
         scenario=scenario.name, graded=[r.balancedness for r in rows],
-        graded_reference=fresh_stream.reference_scores(scenario, graded),
+        graded_reference=fresh_stream.graded_reference_scores(scenario, graded),
         fresh=fresh_stream.next_window_scores(scenario, fresh, placements),
         fresh_reference=fresh_stream.reference_scores(scenario, fresh))
 

@@ -33,15 +33,20 @@ def next_window_scores(scenario: Scenario, windows: torch.Tensor,
 
 
 def reference_scores(scenario: Scenario, windows: torch.Tensor) -> list[float]:
-    """The seed's policy on `windows` (fitted on i, scored on i + 1). Cached by content for graded
-    windows, which every evaluation of a suite shares; fresh windows are new each time and cheap."""
+    """The seed's policy on `windows` (fitted on i, scored on i + 1): a few ms per window."""
+    s = scenario.shape
+    args = (s.num_replicas, s.num_groups, s.num_nodes, s.num_gpus)
+    placements = ((p[0], p[2]) for p in (vectorized_seed.rebalance_experts(windows[i], *args)
+                                         for i in range(windows.shape[0] - 1)))
+    return next_window_scores(scenario, windows, placements)
+
+
+def graded_reference_scores(scenario: Scenario, windows: torch.Tensor) -> list[float]:
+    """`reference_scores` of graded windows, cached by content: every evaluation of a suite shares them
+    (fresh windows are new each time, so caching them would only grow a worker's memory)."""
     key = (scenario.name, hashlib.sha256(windows.numpy().tobytes()).hexdigest())
     if key not in _REFERENCE_CACHE:
-        s = scenario.shape
-        args = (s.num_replicas, s.num_groups, s.num_nodes, s.num_gpus)
-        placements = ((p[0], p[2]) for p in (vectorized_seed.rebalance_experts(windows[i], *args)
-                                             for i in range(windows.shape[0] - 1)))
-        _REFERENCE_CACHE[key] = next_window_scores(scenario, windows, placements)
+        _REFERENCE_CACHE[key] = reference_scores(scenario, windows)
     return _REFERENCE_CACHE[key]
 
 

@@ -143,3 +143,18 @@ def test_a_program_that_knows_the_graded_windows_is_invalid(small_workload) -> N
                               next_window_scores(program, fresh, scenario), fresh_ref)
     reason = check([measured])
     assert reason is not None and reason.startswith("qwen3-30b-a3b-12l: balancedness 0.99")
+
+
+def test_only_graded_reference_scores_are_cached() -> None:
+    from evaluator import fresh_stream
+    from evaluator.workloads.scenarios import suite
+
+    scenario = suite("quick")[1]
+    graded = scenario.search_windows()[:4]
+    fresh_stream._REFERENCE_CACHE.clear()
+    first = fresh_stream.graded_reference_scores(scenario, graded)
+    assert fresh_stream.graded_reference_scores(scenario, graded) is first and len(fresh_stream._REFERENCE_CACHE) == 1
+    fresh = fresh_stream.fresh_windows(scenario)
+    assert fresh is not None
+    assert len(fresh_stream.reference_scores(scenario, fresh[:4])) == 3
+    assert len(fresh_stream._REFERENCE_CACHE) == 1  # a fresh stream is never kept
