@@ -69,6 +69,8 @@ def check_program_file(path: Path) -> None:
 
 
 def scenarios_from(args: argparse.Namespace) -> tuple[str, list[Scenario]]:
+    if args.trace and getattr(args, "run", None):
+        raise UserError("--trace and --run both say which windows to score on; pass one of them")
     if args.trace:
         overrides = {k: getattr(args, k) for k in ("replicas", "groups", "nodes", "gpus")
                      if getattr(args, k) is not None}

@@ -160,6 +160,7 @@ def test_table_output_names_scenarios_and_validity(trace, tmp_path):
      "expected KEY=NUMBER"),
     (lambda t, p: ["eval", str(SEED), "--suite", "quick", "--deployment", "hidden_size=4"], "--trace"),
     (lambda t, p: ["eval", str(SEED), "--run", "nope", "--runs-dir", str(p)], "nope"),
+    (lambda t, p: ["eval", str(SEED), "--trace", str(t), *SHAPE_FLAGS, "--run", "r"], "--trace and --run"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(trace, tmp_path, make_args, message):
     result = eplb(*make_args(trace, tmp_path), cache=tmp_path)
